@@ -1,0 +1,151 @@
+"""``sslray`` command line: train, evaluate, list methods, open the MLflow UI.
+
+Every user mistake ends in one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + error otherwise)
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting: method settings by name (permutations=100), others dotted "
+                        "(optim.lr=0.05, trunk.width=0.5, data.limit=5000, eval.layers=[res3,res4])")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sslray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="pretrain a trunk with a method, then evaluate every layer")
+    t.add_argument("--method", help="a method name (see `sslray methods`)")
+    t.add_argument("--data", help="synthetic (default), cifar10 or imagefolder")
+    t.add_argument("--root", help="data folder for cifar10 / imagefolder")
+    t.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
+    t.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
+                   help="continue a run from its last checkpoint: a run folder, an MLflow run id, "
+                        "or nothing for the newest run of --method")
+    t.add_argument("--no-eval", action="store_true", help="skip the per-layer evaluation")
+    _add_run_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="(re-)evaluate a finished run's trunk on every layer")
+    e.add_argument("run", help="a run folder or MLflow run id")
+    _add_run_options(e)
+    e.set_defaults(func=cmd_eval)
+
+    m = sub.add_parser("methods", help="list the registered methods and their settings")
+    m.set_defaults(func=cmd_methods)
+
+    u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over sslray's tracking store")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--host", default="127.0.0.1", help="keep 127.0.0.1 unless you know why (no auth)")
+    u.set_defaults(func=cmd_ui)
+    return parser
+
+
+def _overrides(args) -> dict:
+    from .config import parse_overrides
+
+    out = parse_overrides(args.set)
+    for flag, key in (("data", "data.name"), ("root", "data.root"), ("epochs", "epochs")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = value
+    if getattr(args, "no_eval", False):
+        out["eval.enabled"] = False
+    return out
+
+
+def cmd_train(args) -> int:
+    from .config import build_config
+    from .train.checkpoint import load_checkpoint
+    from .train.run import find_run_dir, prepare, run
+
+    overrides = _overrides(args)
+    base, run_dir = None, None
+    if args.resume:
+        run_dir = find_run_dir(args.resume, overrides.get("output_dir", "runs"), args.method)
+        base = load_checkpoint(run_dir)["config"]
+        if args.method and args.method != base["method"]:
+            raise UserError(f"cannot resume: {run_dir} is a {base['method']!r} run, not {args.method!r}")
+    method = args.method or (base and base["method"])
+    if not method:
+        raise UserError("train: --method is required (see `sslray methods`)")
+    cfg = build_config(method, overrides, base)
+    prepared = prepare(cfg)
+    result = run(prepared, resume_from=run_dir, progress=not args.quiet)
+    print(f"run {result['run_id']}  folder {result['run_dir']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .config import build_config
+    from .train.checkpoint import load_checkpoint
+    from .train.run import evaluate_run, find_run_dir, prepare
+    from .tracking import Tracker
+
+    run_dir = find_run_dir(args.run, "runs")
+    base = load_checkpoint(run_dir)["config"] if (run_dir / "checkpoint.pt").exists() else None
+    cfg = build_config(base["method"], _overrides(args), base)
+    prepared = prepare(cfg)
+    prepared.method.trunk.load_state_dict(torch.load(run_dir / "trunk.pt", weights_only=True))
+    import json
+
+    tracker = Tracker(cfg.experiment, run_id=json.loads((run_dir / "run.json").read_text())["mlflow_run_id"])
+    evaluate_run(prepared, run_dir, tracker, progress=not args.quiet)
+    tracker.finish()
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .methods import discover
+
+    for name, cls in sorted(discover().items()):
+        print(f"{name:<14}{cls.summary()}")
+        for key, field in cls.Settings.model_fields.items():
+            print(f"{'':<16}{key} = {field.default!r}  {field.description or ''}".rstrip())
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import shutil
+
+    from .tracking import tracking_uri
+
+    exe = shutil.which("mlflow")
+    if exe is None:
+        raise UserError("the mlflow command is not on PATH; reinstall with `pip install -e .`")
+    cmd = [exe, "ui", "--backend-store-uri", tracking_uri(), "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port}  (store {tracking_uri()})", flush=True)
+    os.execv(exe, cmd)
+    return 0  # pragma: no cover
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"sslray: error: {e}", file=sys.stderr)
+        return UserError.exit_code
+    except KeyboardInterrupt:
+        print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""Typed run configuration, validated at the edge before any run, MLflow or Ray work starts.
+
+A run is ``RunConfig``: one *method* (with its own typed settings, defaults from its paper), a
+*trunk*, the *data*, the *optimiser* and the *evaluation* protocol. ``--set key=value`` overrides
+use dotted keys (``optim.lr=0.05``, ``trunk.width=0.5``); a bare key names a method setting first
+(``permutations=100``), then a top-level field (``epochs=3``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+
+from . import LAYERS
+from .errors import UserError
+
+Layer = Literal["conv1", "res2", "res3", "res4", "res5"]
+
+
+class Section(BaseModel):
+    """A config block: unknown keys are errors, values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
+    root: str | None = Field(None, description="data folder (cifar10, imagefolder)")
+    limit: PositiveInt | None = Field(None, description="use the first N training images (class-balanced)")
+    test_limit: PositiveInt | None = Field(None, description="use the first N test images (class-balanced)")
+    image_size: PositiveInt = Field(32, description="images are resized to this square size")
+    download: bool = Field(False, description="cifar10 only: download if missing")
+    seed: int = Field(0, description="synthetic only: generator seed")
+
+    @field_validator("image_size")
+    @classmethod
+    def _min_size(cls, v: int) -> int:
+        if v < 16:
+            raise ValueError("must be at least 16 pixels")
+        return v
+
+
+class TrunkConfig(Section):
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    width: float | Literal["auto"] = Field(
+        "auto", description="channel multiplier; auto = 1.0 on a GPU, 0.25 on a CPU"
+    )
+    stem: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="auto = 3x3/stride-1 stem below 64 px, 7x7/stride-2 + max-pool above"
+    )
+
+    @field_validator("width")
+    @classmethod
+    def _positive(cls, v):
+        if v != "auto" and not (0 < v <= 4):
+            raise ValueError("must be in (0, 4] or 'auto'")
+        return v
+
+
+class OptimConfig(Section):
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.1, gt=0, description="base lr for a global batch of 256 (linear scaling rule)")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: PositiveInt = Field(128, description="global batch size, whatever the worker count")
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: float = Field(0.0, ge=0)
+
+    def effective_lr(self) -> float:
+        """Linear scaling (Goyal et al. 2017): lr grows with the global batch, not with workers."""
+        return self.lr * self.batch_size / 256
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS))
+    feature_dim: PositiveInt = Field(
+        9216, description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
+    )
+    probe_epochs: PositiveInt = 30
+    probe_lr: float = Field(0.01, gt=0, description="AdamW lr of the linear probe")
+    probe_weight_decay: float = Field(5e-4, ge=0)
+    probe_batch_size: PositiveInt = 256
+    knn_k: PositiveInt = Field(20, description="neighbours in the weighted kNN vote (Wu et al. 2018)")
+    knn_temperature: float = Field(0.07, gt=0)
+    train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
+    test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
+
+
+class RunConfig(Section):
+    method: str
+    settings: dict[str, Any] = Field(default_factory=dict, description="the method's own settings")
+    epochs: int = Field(10, ge=0)
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    trunk: TrunkConfig = Field(default_factory=TrunkConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    experiment: str = "sslray"
+    run_name: str | None = None
+    output_dir: str = "runs"
+    threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's)")
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` with YAML typing of the values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"unknown key {dotted!r}")
+    node[leaf] = value
+
+
+def build_config(method: str, overrides: dict[str, Any] | None = None, base: dict | None = None) -> RunConfig:
+    """Merge ``base`` (a nested dict) with dotted ``overrides`` and validate everything.
+
+    The method's settings are validated by the method's own ``Settings`` model, so unknown
+    or invalid method settings fail here, before anything runs.
+    """
+    from .methods import get_method  # late: methods import config
+
+    cls = get_method(method)
+    tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    tree["method"] = method
+    settings = dict(tree.get("settings") or {})
+    for key, value in (overrides or {}).items():
+        head = key.split(".", 1)[0]
+        if key.startswith(("method.", "settings.")):
+            settings[key.split(".", 1)[1]] = value
+        elif "." not in key and key in cls.Settings.model_fields:
+            settings[key] = value
+        elif head in RunConfig.model_fields:
+            _set_dotted(tree, key, value)
+        else:
+            raise UserError(f"unknown key {key!r} (method {method!r} settings: "
+                            f"{', '.join(cls.Settings.model_fields) or 'none'})")
+    try:
+        tree["settings"] = cls.Settings(**settings).model_dump()
+        return RunConfig(**tree)
+    except ValidationError as e:
+        raise UserError(validation_message(e)) from None
+
+
+def validation_message(e: ValidationError) -> str:
+    """The first pydantic error as ``key: message``, one line."""
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    value = err.get("input")
+    shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
+    return f"{loc}: {msg}{shown}"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> ``{"a.b": v}``; lists become comma-joined strings (MLflow params)."""
+    if hasattr(tree, "model_dump"):
+        tree = tree.model_dump()
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = ",".join(map(str, value))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,63 @@
+"""Per-layer transfer evaluation on frozen features: linear probe and kNN for every named layer.
+
+Protocol (logged beside every number): features of each layer are average-pooled to at most
+``feature_dim`` values (Goyal et al. 2019, see :func:`sslray.models.pool_size`), extracted once
+per layer with the trunk in eval mode and cached; a linear classifier is trained on the
+standardised training features and scored top-1 on the test split; a weighted kNN vote
+(k, temperature) on cosine similarity is scored on the same split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..models.trunk import pool_size
+from .features import FeatureCache, extract_features
+from .probes import knn_top1, linear_probe
+
+
+def probe_protocol(trunk, image_size: int, cfg) -> dict[str, str]:
+    """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``."""
+    out = {}
+    for layer, (c, h, _) in trunk.tap_shapes(image_size).items():
+        if layer in cfg.layers:
+            s = pool_size(c, h, cfg.feature_dim)
+            out[f"probe/{layer}/pool"] = f"avg {c}x{h}x{h} -> {c}x{s}x{s}"
+            out[f"probe/{layer}/dim"] = c * s * s
+    return out
+
+
+def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None = None,
+                 cache_key: str = "", seed: int = 0, device=None) -> dict[str, float]:
+    """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``."""
+    train_set = train_set.limit(cfg.train_limit)
+    test_set = test_set.limit(cfg.test_limit)
+    cache = FeatureCache(cache_dir, f"{cache_key}|{len(train_set)}|{len(test_set)}|{cfg.feature_dim}") if cache_dir else None
+    feats = {}
+    for split, data in (("train", train_set), ("test", test_set)):
+        got = cache.get(split, cfg.layers) if cache else None
+        if got is None:
+            got = extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
+                                   desc=f"features {split}")
+            if cache:
+                cache.put(split, got)
+        feats[split] = got
+    metrics: dict[str, float] = {}
+    for layer in cfg.layers:
+        tr, te = feats["train"][layer], feats["test"][layer]
+        metrics[f"transfer/{layer}/top1"] = linear_probe(
+            tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
+            cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
+        metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
+                                                train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
+    return metrics
+
+
+def per_layer(metrics: dict[str, float], kind: str) -> dict[str, float]:
+    """``{"res3": 0.61, ...}`` from ``{"<kind>/res3/top1": 0.61, ...}``."""
+    return {k.split("/")[1]: v for k, v in metrics.items() if k.startswith(kind + "/") and k.endswith("/top1")}
+
+
+__all__ = ["extract_features", "knn_top1", "linear_probe", "per_layer", "probe_layers", "probe_protocol"]

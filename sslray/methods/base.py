@@ -1,0 +1,75 @@
+"""What every method is: a trunk, a head and a loss, trained by the shared loop.
+
+A method is an ``nn.Module`` whose ``forward`` *is* its training step: it takes a batch of
+images in [0, 1] (the trunk normalises them itself), their labels and their dataset indices,
+and returns a dict with the ``loss`` to minimise and any metrics to log (``acc`` for the
+pretext accuracy). Making the step ``forward`` lets ``DistributedDataParallel`` wrap a method
+unchanged. State such as a memory bank lives in buffers, so it checkpoints with the weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodSettings(BaseModel):
+    """Base of every method's settings: typed, unknown keys rejected, defaults from the paper."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a method may know about its training data."""
+
+    num_classes: int
+    num_train: int
+    image_size: int
+
+
+class Method(nn.Module):
+    name: ClassVar[str] = ""
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    #: False for baselines that are evaluated without training (``random``)
+    trains: ClassVar[bool] = True
+
+    def __init__(self, settings: BaseModel, trunk: nn.Module, info: DataInfo):
+        super().__init__()
+        self.settings = settings
+        self.trunk = trunk
+        self.info = info
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def check(cls, settings: BaseModel, info: DataInfo) -> None:
+        """Reject settings that cannot work with this data (raise UserError), before any run."""
+
+    def after_step(self) -> None:
+        """Called after each optimiser step (e.g. a momentum encoder's update)."""
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (logits.argmax(1) == target).float().mean().detach()
+
+
+def linear_head(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module:
+    """A linear classifier, or a 2-layer MLP with BN when ``hidden`` is given."""
+    if not hidden:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))

@@ -1,0 +1,1 @@
+"""The shared training loop and the run orchestration around it."""

@@ -1,0 +1,157 @@
+"""The one training loop every method shares: laptop run, Tune trial or multi-node Ray Train job.
+
+It knows nothing of any method: it batches the in-memory training set (sharded per rank when
+``torch.distributed`` is initialised), calls the method's ``forward`` (its training step),
+steps the optimiser and schedule, checkpoints each epoch and reports per-epoch metrics through a
+callback. Seeded: the batch order of epoch ``e`` depends only on ``(seed, e)``, and the RNG state
+is checkpointed, so a resumed run continues as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .checkpoint import rng_state, set_rng_state
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_context() -> DistContext:
+    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), dev)
+    return DistContext(device=dev)
+
+
+class Batches:
+    """Shuffled index batches of a global batch size, split evenly over ranks.
+
+    Every rank draws the same permutation for an epoch (seeded by ``(seed, epoch)``) and takes
+    its slice of each global batch, so shards are disjoint and the global batch means the same
+    whatever the worker count. The last incomplete batch is dropped.
+    """
+
+    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
+        if global_batch % world_size:
+            raise ValueError(f"global batch {global_batch} does not split over {world_size} workers")
+        self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world_size
+        self.local = global_batch // world_size
+
+    def __len__(self) -> int:
+        return max(1, self.n // self.batch)
+
+    def epoch(self, e: int):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + e)
+        perm = torch.randperm(self.n, generator=g)
+        for b in range(len(self)):
+            chunk = perm[b * self.batch : (b + 1) * self.batch]
+            yield chunk[self.rank * self.local : (self.rank + 1) * self.local]
+
+
+def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+    lr = cfg.effective_lr()
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+
+
+def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
+    total = max(1, steps_per_epoch * epochs)
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+        ctx: DistContext | None = None, start: dict | None = None,
+        on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> torch.nn.Module:
+    """Train ``method`` for ``cfg.epochs`` epochs from ``start`` (a checkpoint dict) if given.
+
+    ``on_epoch(epoch, metrics, state)`` runs after every epoch on every rank with the epoch's
+    mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch).
+    """
+    ctx = ctx or dist_context()
+    model = method.to(ctx.device)
+    core = model
+    if ctx.world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    batches = Batches(len(labels), cfg.optim.batch_size, cfg.seed, ctx.rank, ctx.world_size)
+    opt = build_optimizer([p for p in core.parameters() if p.requires_grad], cfg.optim)
+    sched = build_schedule(opt, cfg.optim, len(batches), cfg.epochs)
+    first = 0
+    if start:
+        core.load_state_dict(start["model"])
+        opt.load_state_dict(start["optimizer"])
+        sched.load_state_dict(start["scheduler"])
+        set_rng_state(start["rng"])
+        first = int(start["epoch"])
+    else:
+        torch.manual_seed(cfg.seed + ctx.rank)
+    amp = ctx.device.type == "cuda"
+    for epoch in range(first, cfg.epochs):
+        model.train()
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not (progress and ctx.is_main), leave=False, unit="batch")
+        for idx in bar:
+            x = images[idx].to(ctx.device, non_blocking=True).float().div_(255)
+            y = labels[idx].to(ctx.device, non_blocking=True)
+            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
+                out = model(x, y, idx.to(ctx.device))
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            sched.step()
+            core.after_step()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{float(out['loss']):.3f}")
+        metrics = _reduce(sums, seen, ctx)
+        elapsed = time.perf_counter() - t0
+        metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed,
+                       img_per_s=seen * ctx.world_size / max(elapsed, 1e-9))
+        if not math.isfinite(metrics["loss"]):
+            raise FloatingPointError(f"loss is {metrics['loss']} at epoch {epoch + 1}")
+        state = {"epoch": epoch + 1, "model": core.state_dict(), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "rng": rng_state()}
+        if on_epoch:
+            on_epoch(epoch, metrics, state)
+    return core
+
+
+def _reduce(sums: dict[str, float], seen: int, ctx: DistContext) -> dict[str, float]:
+    """Mean of each metric over all samples of all ranks."""
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys] + [float(seen)], dtype=torch.float64)
+    if ctx.world_size > 1:
+        backend_dev = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = t.to(backend_dev)
+        dist.all_reduce(t)
+        t = t.cpu()
+    return {k: float(t[i] / max(t[-1], 1)) for i, k in enumerate(keys)}
