@@ -138,6 +138,9 @@ def cmd_ui(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        from .progress import set_enabled
+
+        set_enabled(not getattr(args, "quiet", False))
         return args.func(args) or 0
     except UserError as e:
         print(f"sslray: error: {e}", file=sys.stderr)

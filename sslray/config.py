@@ -85,6 +85,8 @@ class EvalConfig(Section):
     probe_batch_size: PositiveInt = 256
     knn_k: PositiveInt = Field(20, description="neighbours in the weighted kNN vote (Wu et al. 2018)")
     knn_temperature: float = Field(0.07, gt=0)
+    invariance: list[str] = Field(default_factory=list,
+                                  description="transforms to measure invariance to, per layer (see sslray.eval.invariance)")
     train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
     test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
 

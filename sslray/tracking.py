@@ -16,7 +16,16 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """The store URI, with a relative SQLite path made absolute.
+
+    Absolute because the same URI string must name the same file from every process (Ray
+    workers and Tune trials run in other folders) and MLflow caches stores by URI string.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).expanduser().resolve())
+    return uri
 
 
 def _quiet_mlflow() -> None:
@@ -27,8 +36,9 @@ def _quiet_mlflow() -> None:
 
 
 def client(uri: str | None = None):
-    _quiet_mlflow()
     from mlflow.tracking import MlflowClient
+
+    _quiet_mlflow()  # after the import: mlflow sets its own log level when imported
 
     return MlflowClient(uri or tracking_uri())
 

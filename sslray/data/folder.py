@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import bar
 
 from ..errors import UserError
 from . import ImageSet, _save_npz, balanced_first, cache_dir, fingerprint
@@ -95,8 +95,7 @@ def load_imagefolder(root: str, split: str, size: int, limit: int | None) -> Ima
         images = np.load(path)["images"]
     else:
         images = np.empty((len(files), 3, size, size), np.uint8)
-        bar = tqdm(files, desc=f"decode {tree.name}/{split}", unit="img", disable=len(files) < 2000, leave=False)
-        for i, f in enumerate(bar):
+        for i, f in enumerate(bar(files, min_items=2000, desc=f"decode {tree.name}", unit="img")):
             images[i] = _decode(f, size)
         _save_npz(path, images=images)
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), classes, "imagefolder", split)

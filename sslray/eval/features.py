@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from ..progress import bar
 
 from ..models.trunk import pool_features
 
@@ -20,8 +20,8 @@ def extract_features(trunk, images: torch.Tensor, layers, feature_dim: int, batc
     trunk.eval()
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     starts = range(0, len(images), batch_size)
-    for s in tqdm(starts, desc=desc, leave=False, unit="batch", disable=len(starts) < 8):
-        x = images[s : s + batch_size].to(device).float().div_(255)
+    for s in bar(starts, min_items=8, desc=desc, unit="batch"):
+        x = images[s : s + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
         for layer, f in trunk.taps(x, layers).items():
             chunks[layer].append(pool_features(f.float(), feature_dim).half().cpu())
     trunk.train(was)

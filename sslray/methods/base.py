@@ -55,6 +55,18 @@ class Method(nn.Module):
     def check(cls, settings: BaseModel, info: DataInfo) -> None:
         """Reject settings that cannot work with this data (raise UserError), before any run."""
 
+    def setup(self, train) -> None:
+        """Called once with the training :class:`~sslray.data.ImageSet` before training (e.g.
+        ClusterFit's cluster step). Raise UserError for problems the user can fix."""
+
+    def describe(self) -> dict:
+        """Extra params to log with the run (e.g. a permutation set's Hamming distances)."""
+        return {}
+
+    def run_tags(self) -> dict:
+        """Extra MLflow tags for the run (e.g. ``mlflow.parentRunId`` linking to a source run)."""
+        return {}
+
     def after_step(self) -> None:
         """Called after each optimiser step (e.g. a momentum encoder's update)."""
 

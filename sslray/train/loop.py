@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
+from ..progress import bar
 
 from .checkpoint import rng_state, set_rng_state
 
@@ -94,7 +94,8 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch).
     """
     ctx = ctx or dist_context()
-    model = method.to(ctx.device)
+    # channels-last is faster for convolutions on both CPU (oneDNN) and GPU (tensor cores)
+    model = method.to(ctx.device, memory_format=torch.channels_last)
     core = model
     if ctx.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -116,10 +117,11 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
         model.train()
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
-        bar = tqdm(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (progress and ctx.is_main), leave=False, unit="batch")
-        for idx in bar:
+        steps = bar(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                    enabled=progress and ctx.is_main)
+        for idx in steps:
             x = images[idx].to(ctx.device, non_blocking=True).float().div_(255)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(ctx.device, non_blocking=True)
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
                 out = model(x, y, idx.to(ctx.device))
@@ -128,10 +130,11 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
             opt.step()
             sched.step()
             core.after_step()
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * len(idx)
+            values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
             seen += len(idx)
-            bar.set_postfix(loss=f"{float(out['loss']):.3f}")
+            steps.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
         metrics = _reduce(sums, seen, ctx)
         elapsed = time.perf_counter() - t0
         metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed,

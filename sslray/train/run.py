@@ -42,7 +42,9 @@ def build_method(cfg: RunConfig, train: ImageSet) -> Method:
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size)
     trunk.set_input_stats(*train.channel_stats())
-    return cls(settings, trunk, info)
+    method = cls(settings, trunk, info)
+    method.setup(train)
+    return method
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -94,11 +96,13 @@ def run(p: Prepared, resume_from: Path | None = None, progress: bool = True) -> 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(cfg.output_dir) / f"{cfg.method}-{stamp}-{secrets.token_hex(2)}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=start and start["mlflow_run_id"],
-                      tags={"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir)})
+    tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir),
+            **method.run_tags()}
+    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=start and start["mlflow_run_id"], tags=tags)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     (run_dir / "run.json").write_text(json.dumps({"method": cfg.method, "mlflow_run_id": tracker.run_id}))
-    tracker.log_params({**flatten(cfg), **resolved_params(p), **probe_protocol_params(p)})
+    tracker.log_params({**flatten(cfg), **resolved_params(p), **probe_protocol_params(p),
+                        **{f"method.{k}": v for k, v in method.describe().items()}})
     ctx = dist_context()
     try:
         if start:
@@ -154,6 +158,10 @@ def evaluate_run(p: Prepared, run_dir: Path, tracker: Tracker, progress: bool = 
     key = f"{tracker.run_id}|{cfg.epochs}"
     metrics = probe_layers(trunk, p.train, p.test, cfg.eval, run_dir / "features", key, cfg.seed,
                            device=next(trunk.parameters()).device)
+    if cfg.eval.invariance:
+        from ..eval.invariance import measure_invariance
+
+        metrics.update(measure_invariance(trunk, p.test.limit(cfg.eval.test_limit), cfg.eval, seed=cfg.seed))
     tracker.log_metrics(metrics)
     results = {"linear probe": per_layer(metrics, "transfer"), "kNN": per_layer(metrics, "knn")}
     plot = plot_per_layer(results, run_dir / "per_layer.png", chance=1 / p.train.num_classes,

@@ -1,0 +1,146 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY
+from PIL import Image
+
+from sslray import LAYERS
+from sslray.cli import main
+
+
+def _train(*args):
+    return main(["train", *args, *TINY])
+
+
+def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "2") == 0
+    c, runs = mlflow_runs()
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    for layer in LAYERS:
+        for kind in ("transfer", "knn"):
+            v = run.data.metrics[f"{kind}/{layer}/top1"]
+            assert 0.0 <= v <= 1.0
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]
+    assert 0 < run.data.metrics["train/acc"] <= 1
+    p = run.data.params
+    assert p["method"] == "rotation" and p["epochs"] == "2" and p["trunk.width"] == "0.125"
+    assert p["optim.batch_size"] == "50" and float(p["resolved.optim.effective_lr"]) == pytest.approx(0.1 * 50 / 256)
+    assert p["probe/res5/dim"] == str(64 * 4 * 4) and p["eval.probe_epochs"] == "5"
+    plot = Path(c.download_artifacts(run.info.run_id, "plots/per_layer.png", "."))
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "transfer.json" in [a.path for a in c.list_artifacts(run.info.run_id)]
+
+
+def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(mlflow_runs, monkeypatch):
+    import sslray.train.run as run_mod
+
+    common = ["--method", "rotation", "--no-eval", "--set", "seed=3", "--epochs", "3"]
+    assert _train(*common, "--set", "output_dir=straight") == 0
+
+    real_save = run_mod.save_checkpoint
+
+    def save_then_crash(path, state):  # the process dies right after epoch 2's checkpoint
+        real_save(path, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_crash)
+    assert _train(*common, "--set", "output_dir=split") == 130
+    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
+    c, runs = mlflow_runs()
+    killed = [r for r in runs if "split" in r.data.tags["sslray.run_dir"]][0]
+    assert killed.info.status == "KILLED"
+    # epoch 2 was checkpointed but never reached MLflow
+    assert [m.step for m in c.get_metric_history(killed.info.run_id, "train/loss")] == [0]
+
+    assert _train("--resume", "--method", "rotation", "--set", "output_dir=split", "--quiet") == 0
+    c, runs = mlflow_runs()
+    assert len(runs) == 2  # the resumed run is the same MLflow run, not a new one
+    resumed = c.get_run(killed.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert [m.step for m in c.get_metric_history(resumed.info.run_id, "train/loss")] == [0, 1, 2]
+    ckpt = torch.load(next(Path("split").glob("*/checkpoint.pt")), weights_only=True)
+    assert ckpt["epoch"] == 3
+    a = torch.load(next(Path("straight").glob("*/trunk.pt")), weights_only=True)
+    b = torch.load(next(Path("split").glob("*/trunk.pt")), weights_only=True)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+
+
+def test_baselines_run_through_the_same_path(mlflow_runs):
+    assert _train("--method", "random", "--epochs", "3") == 0
+    assert _train("--method", "supervised", "--epochs", "1") == 0
+    c, runs = mlflow_runs()
+    by = {r.data.params["method"]: r for r in runs}
+    assert "train/loss" not in by["random"].data.metrics  # the floor is never trained
+    assert "train/loss" in by["supervised"].data.metrics
+    for r in runs:
+        assert all(f"transfer/{layer}/top1" in r.data.metrics for layer in LAYERS)
+
+
+def test_methods_lists_the_registry(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("rotation", "random", "supervised"):
+        assert f"\n{name} " in "\n" + out
+
+
+def _tree(root: Path, corrupt: bool = False):
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for j in range(3):
+                Image.new("RGB", (32, 32), (40 * j, 0, 0)).save(root / split / c / f"{j}.png")
+    if corrupt:
+        (root / "train" / "a" / "1.png").write_bytes(b"\x89PNG garbage")
+
+
+BAD = {
+    "unknown method": (["--method", "nope"], "unknown method 'nope'"),
+    "unknown key": (["--method", "rotation", "--set", "colour=3"], "unknown key 'colour'"),
+    "unknown nested key": (["--method", "rotation", "--set", "optim.mommentum=3"], "optim.mommentum"),
+    "invalid value": (["--method", "rotation", "--set", "optim.lr=-1"], "optim.lr"),
+    "invalid method setting": (["--method", "rotation", "--set", "rotations=some"], "rotations"),
+    "negative epochs": (["--method", "rotation", "--epochs", "-1"], "epochs"),
+    "missing root": (["--method", "rotation", "--data", "imagefolder", "--root", "nowhere"], "nowhere"),
+    "no root": (["--method", "rotation", "--data", "imagefolder"], "data.root"),
+    "empty root": (["--method", "rotation", "--data", "imagefolder", "--root", "empty"], "empty"),
+    "corrupt image": (["--method", "rotation", "--data", "imagefolder", "--root", "corrupt"], "1.png"),
+    "wrong layout": (["--method", "rotation", "--data", "imagefolder", "--root", "flat"], "wrong layout"),
+    "nothing to resume": (["--method", "rotation", "--resume"], "cannot resume"),
+    "bad flag": (["--method", "rotation", "--epochs", "two"], "invalid int value"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, capsys, tmp_path):
+    Path("empty").mkdir()
+    _tree(Path("corrupt"), corrupt=True)
+    Path("flat").mkdir()
+    Image.new("RGB", (8, 8)).save("flat/x.png")
+    args, expected = BAD[case]
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("sslray: error:") and expected in err
+    assert "Traceback" not in err
+    assert not Path("mlflow.db").exists() and not Path("runs").exists()
+
+
+def test_console_script_error_has_no_traceback():
+    r = subprocess.run([sys.executable, "-m", "sslray", "train", "--method", "nope"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("sslray: error: unknown method") and "Traceback" not in r.stderr
+
+
+def test_imagefolder_data_trains_end_to_end(mlflow_runs):
+    _tree(Path("tree"))
+    assert main(["train", "--method", "supervised", "--data", "imagefolder", "--root", "tree", "--epochs", "1",
+                 "--set", "trunk.width=0.125", "--set", "optim.batch_size=4", "--set", "eval.probe_epochs=2",
+                 "--set", "eval.feature_dim=256", "--quiet"]) == 0
+    _, runs = mlflow_runs()
+    assert runs[0].data.params["data.name"] == "imagefolder" and runs[0].data.params["resolved.data.num_train"] == "6"
