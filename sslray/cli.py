@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run from its last checkpoint: a run folder, an MLflow run id, "
                         "or nothing for the newest run of --method")
     t.add_argument("--no-eval", action="store_true", help="skip the per-layer evaluation")
+    t.add_argument("--workers", type=int, help="data-parallel Ray Train workers (default 1: in-process)")
+    t.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (NCCL); 0 = CPU (gloo)")
+    t.add_argument("--address", help="Ray cluster to run on (auto, HOST:PORT); default: a local one")
+    t.add_argument("--storage", help="where Ray Train keeps checkpoints (folder, NFS or s3://...)")
+    t.add_argument("--max-failures", type=int, help="restart a failed worker group this often")
     _add_run_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -44,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="a run folder or MLflow run id")
     _add_run_options(e)
     e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("sweep", help="run an ablation study: Ray Tune + Optuna (TPE) + ASHA, MLflow parent/children")
+    s.add_argument("study", help="a study YAML (ablations/X.yaml) or its name")
+    s.add_argument("--address", help="Ray cluster address (auto, HOST:PORT); default: a local one")
+    s.add_argument("--samples", type=int, help="number of trials (overrides budget.trials)")
+    s.add_argument("--resume", action="store_true", help="finish the missing trials of an interrupted sweep")
+    s.add_argument("--output-dir", default="runs", help="where trial folders and sweep state go")
+    _add_run_options(s)
+    s.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("report", help="answer a study's question from its MLflow runs: table, plots, best config")
+    r.add_argument("study", help="the study name (its MLflow experiment)")
+    r.add_argument("--out", default="reports", help="folder for the figures")
+    r.set_defaults(func=cmd_report)
 
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
@@ -59,7 +78,10 @@ def _overrides(args) -> dict:
     from .config import parse_overrides
 
     out = parse_overrides(args.set)
-    for flag, key in (("data", "data.name"), ("root", "data.root"), ("epochs", "epochs")):
+    for flag, key in (("data", "data.name"), ("root", "data.root"), ("epochs", "epochs"),
+                      ("workers", "dist.workers"), ("gpus_per_worker", "dist.gpus_per_worker"),
+                      ("address", "dist.address"), ("storage", "dist.storage_path"),
+                      ("max_failures", "dist.max_failures")):
         value = getattr(args, flag, None)
         if value is not None:
             out[key] = value
@@ -108,6 +130,31 @@ def cmd_eval(args) -> int:
     tracker = Tracker(cfg.experiment, run_id=json.loads((run_dir / "run.json").read_text())["mlflow_run_id"])
     evaluate_run(prepared, run_dir, tracker, progress=not args.quiet)
     tracker.finish()
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from .config import parse_overrides
+    from .sweep.runner import sweep
+    from .sweep.study import load_study
+
+    overrides = parse_overrides(args.set)
+    if args.samples is not None:
+        overrides["budget.trials"] = args.samples
+    study = load_study(args.study, overrides)
+    result = sweep(study, address=args.address, resume=args.resume, output_dir=args.output_dir)
+    best = result["best"]
+    print(f"study {study.name}: {result['trials']} trials, parent run {result['parent_run_id']}")
+    if best:
+        print(f"best: {best}")
+    print(f"answer: sslray report {study.name}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .sweep.report import report
+
+    report(args.study, args.out)
     return 0
 
 

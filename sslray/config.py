@@ -85,10 +85,48 @@ class EvalConfig(Section):
     probe_batch_size: PositiveInt = 256
     knn_k: PositiveInt = Field(20, description="neighbours in the weighted kNN vote (Wu et al. 2018)")
     knn_temperature: float = Field(0.07, gt=0)
+    monitor: bool = Field(False, description="per-epoch kNN top-1 of pooled res5 on a small subset "
+                                             "(monitor/knn_top1): a proxy comparable across methods")
+    monitor_size: PositiveInt = Field(1000, description="monitor: training images (test: half as many)")
     invariance: list[str] = Field(default_factory=list,
                                   description="transforms to measure invariance to, per layer (see sslray.eval.invariance)")
     train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
     test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
+
+    @field_validator("invariance")
+    @classmethod
+    def _known_transforms(cls, v: list[str]) -> list[str]:
+        from .eval.invariance import TRANSFORMS
+
+        unknown = [t for t in v if t not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown transform(s) {', '.join(map(repr, unknown))}; known: {', '.join(TRANSFORMS)}")
+        return v
+
+
+class DistConfig(Section):
+    """Where and on how many workers the shared loop runs (Ray Train ``TorchTrainer`` + DDP)."""
+
+    workers: int = Field(1, ge=1, description="data-parallel training workers")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (0 = CPU, gloo)")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (also its torch threads)")
+    launcher: Literal["auto", "local", "ray"] = Field(
+        "auto", description="auto = in-process for 1 CPU/GPU worker without --address, else Ray Train")
+    address: str | None = Field(None, description="Ray cluster address (auto, host:port, ray://...)")
+    storage_path: str | None = Field(None, description="Ray Train checkpoints (default <output_dir>/ray)")
+    max_failures: int = Field(0, ge=0, description="worker-group restarts from the last checkpoint")
+    placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+
+    def uses_ray(self) -> bool:
+        return self.launcher == "ray" or (self.launcher == "auto" and (self.workers > 1 or bool(self.address)))
+
+
+class DebugConfig(Section):
+    """Instrumentation for tests and debugging; off by default."""
+
+    record_steps: bool = Field(False, description="each rank writes its batch indices, loss and a weight "
+                                                  "checksum per step to <run>/debug/rank<r>.jsonl")
+    kill_at: list[int] | None = Field(None, description="[epoch, step]: rank 0 SIGKILLs itself there once")
 
 
 class RunConfig(Section):
@@ -100,6 +138,8 @@ class RunConfig(Section):
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    dist: DistConfig = Field(default_factory=DistConfig)
+    debug: DebugConfig = Field(default_factory=DebugConfig)
     experiment: str = "sslray"
     run_name: str | None = None
     output_dir: str = "runs"

@@ -37,7 +37,7 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
 
 
 def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(mlflow_runs, monkeypatch):
-    import sslray.train.run as run_mod
+    import sslray.train.worker as run_mod
 
     common = ["--method", "rotation", "--no-eval", "--set", "seed=3", "--epochs", "3"]
     assert _train(*common, "--set", "output_dir=straight") == 0

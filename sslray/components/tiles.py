@@ -1,10 +1,11 @@
 """Batched patch geometry for jigsaw and relative-position tasks.
 
 An image is cut into a ``grid x grid`` lattice of cells; from each cell a ``tile x tile`` patch is
-taken at a random offset inside the cell (the *gap* between neighbouring tiles is then at least
-``cell - tile`` pixels and the offset is the *jitter*), so that tiles never share edges or
-continue lines across borders — the low-level shortcuts of Noroozi & Favaro 2016 and Doersch et
-al. 2015. All ops are tensor indexing on the whole batch.
+taken at a random offset inside the cell (the *jitter*). The *gap* between neighbouring tiles is
+``cell - tile`` pixels on average (0 to twice that with jitter, exactly that without), so that
+tiles rarely share edges or continue lines across borders — the low-level shortcuts of Noroozi &
+Favaro 2016 (64-px tiles at random offsets in 75-px cells) and Doersch et al. 2015. All ops are
+tensor indexing on the whole batch.
 """
 
 from __future__ import annotations
@@ -57,3 +58,22 @@ def assemble(tiles: torch.Tensor, grid: int) -> torch.Tensor:
     """``(N, grid*grid, C, T, T)`` -> ``(N, C, grid*T, grid*T)`` (tiles side by side, for viewing)."""
     n, k, c, t, _ = tiles.shape
     return tiles.view(n, grid, grid, c, t, t).permute(0, 3, 1, 4, 2, 5).reshape(n, c, grid * t, grid * t)
+
+
+def drop_channels(x: torch.Tensor, p: float = 1.0) -> torch.Tensor:
+    """Colour dropping (Doersch et al. 2015, sec. 3.1): with probability ``p`` per image, keep one
+    random channel and replace the other two with Gaussian noise of 1/100 the kept channel's std
+    (around its mean), so that chromatic aberration cannot tell where a patch was in the frame.
+
+    ``x`` is ``(N, 3, H, W)``; pass tiles flattened to ``(N * K, 3, T, T)`` to drop per tile.
+    """
+    n, c = x.shape[:2]
+    keep = torch.randint(0, c, (n,), device=x.device)
+    kept = x[torch.arange(n, device=x.device), keep][:, None]  # (N, 1, H, W)
+    mean = kept.mean((2, 3), keepdim=True)
+    std = kept.std((2, 3), keepdim=True, unbiased=False) if kept[0].numel() > 1 else torch.zeros_like(mean)
+    noise = mean + torch.randn_like(x) * std / 100
+    is_kept = torch.arange(c, device=x.device)[None, :] == keep[:, None]  # (N, C)
+    dropped = torch.where(is_kept[:, :, None, None], x, noise.to(x.dtype)).clamp(0, 1)
+    apply = torch.rand(n, device=x.device) < p
+    return torch.where(apply[:, None, None, None], dropped, x)

@@ -87,11 +87,13 @@ def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
 
 def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         ctx: DistContext | None = None, start: dict | None = None,
-        on_epoch: Callable[[int, dict, dict], None] | None = None, progress: bool = True) -> torch.nn.Module:
+        on_epoch: Callable[[int, dict, dict], None] | None = None, on_step: list[Callable] = (),
+        progress: bool = True) -> torch.nn.Module:
     """Train ``method`` for ``cfg.epochs`` epochs from ``start`` (a checkpoint dict) if given.
 
     ``on_epoch(epoch, metrics, state)`` runs after every epoch on every rank with the epoch's
-    mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch).
+    mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch);
+    each ``on_step(epoch, step, idx, loss, model)`` runs after every optimiser step.
     """
     ctx = ctx or dist_context()
     # channels-last is faster for convolutions on both CPU (oneDNN) and GPU (tensor cores)
@@ -116,10 +118,11 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     for epoch in range(first, cfg.epochs):
         model.train()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # per key: a method may report a metric on some batches only
         seen, t0 = 0, time.perf_counter()
         steps = bar(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                     enabled=progress and ctx.is_main)
-        for idx in steps:
+        for step, idx in enumerate(steps):
             x = images[idx].to(ctx.device, non_blocking=True).float().div_(255)
             x = x.contiguous(memory_format=torch.channels_last)
             y = labels[idx].to(ctx.device, non_blocking=True)
@@ -133,9 +136,12 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
             values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v * len(idx)
+                counts[k] = counts.get(k, 0) + len(idx)
             seen += len(idx)
+            for hook in on_step:
+                hook(epoch, step, idx, values["loss"], core)
             steps.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-        metrics = _reduce(sums, seen, ctx)
+        metrics = _reduce(sums, counts, ctx)
         elapsed = time.perf_counter() - t0
         metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed,
                        img_per_s=seen * ctx.world_size / max(elapsed, 1e-9))
@@ -148,13 +154,14 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     return core
 
 
-def _reduce(sums: dict[str, float], seen: int, ctx: DistContext) -> dict[str, float]:
-    """Mean of each metric over all samples of all ranks."""
+def _reduce(sums: dict[str, float], counts: dict[str, int], ctx: DistContext) -> dict[str, float]:
+    """Mean of each metric over the samples (of all ranks) it was reported for."""
     keys = sorted(sums)
-    t = torch.tensor([sums[k] for k in keys] + [float(seen)], dtype=torch.float64)
+    t = torch.tensor([sums[k] for k in keys] + [float(counts[k]) for k in keys], dtype=torch.float64)
     if ctx.world_size > 1:
         backend_dev = ctx.device if dist.get_backend() == "nccl" else torch.device("cpu")
         t = t.to(backend_dev)
         dist.all_reduce(t)
         t = t.cpu()
-    return {k: float(t[i] / max(t[-1], 1)) for i, k in enumerate(keys)}
+    n = len(keys)
+    return {k: float(t[i] / max(t[n + i], 1)) for i, k in enumerate(keys)}

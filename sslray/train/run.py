@@ -22,8 +22,8 @@ from ..errors import UserError
 from ..methods import DataInfo, Method, get_method
 from ..models import build_trunk
 from ..tracking import Tracker
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .loop import dist_context, fit
+from .checkpoint import CHECKPOINT
+from .loop import dist_context
 
 
 @dataclass
@@ -86,41 +86,42 @@ def resolved_params(p: Prepared) -> dict:
             "resolved.device": str(dist_context().device)}
 
 
-def run(p: Prepared, resume_from: Path | None = None, progress: bool = True) -> dict:
-    """Train and evaluate a prepared run; returns ``{"run_id", "run_dir", "metrics"}``."""
+def run(p: Prepared, resume_from: Path | None = None, progress: bool = True, *, run_dir: Path | None = None,
+        tags: dict | None = None, tune: bool = False) -> dict:
+    """Drive one run: its folder and MLflow run here, the training in-process or on Ray Train.
+
+    ``run_dir`` places a new run; ``tags`` are added to its MLflow run; ``tune`` reports every
+    epoch to Ray Tune (the run is a sweep trial). Returns ``{"run_id", "run_dir", "metrics"}``.
+    """
+    from ..tracking import tracking_uri
+    from .launch import check_cluster, launch_ray
+    from .worker import train_worker
+
     cfg, method = p.cfg, p.method
-    start = load_checkpoint(resume_from) if resume_from else None
     if resume_from:
         run_dir = Path(resume_from)
+        run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(cfg.output_dir) / f"{cfg.method}-{stamp}-{secrets.token_hex(2)}"
+        run_dir = run_dir or Path(cfg.output_dir) / f"{cfg.method}-{stamp}-{secrets.token_hex(2)}"
+        run_id = None
+    if cfg.dist.uses_ray():
+        check_cluster(cfg, run_dir)  # bad address, too few GPUs, unwritable storage: before MLflow
     run_dir.mkdir(parents=True, exist_ok=True)
-    tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir),
-            **method.run_tags()}
-    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=start and start["mlflow_run_id"], tags=tags)
+    tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir.resolve()),
+            **method.run_tags(), **(tags or {})}
+    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     (run_dir / "run.json").write_text(json.dumps({"method": cfg.method, "mlflow_run_id": tracker.run_id}))
     tracker.log_params({**flatten(cfg), **resolved_params(p), **probe_protocol_params(p),
                         **{f"method.{k}": v for k, v in method.describe().items()}})
-    ctx = dist_context()
+    payload = {"config": cfg.model_dump(), "run_id": tracker.run_id, "run_dir": str(run_dir.resolve()),
+               "tracking_uri": tracking_uri(), "progress": progress, "tune": tune}
     try:
-        if start:
-            _log_pending(tracker, start)
-        if method.trains and cfg.epochs > 0:
-            def on_epoch(epoch: int, metrics: dict, state: dict) -> None:
-                logged = {f"train/{k}": v for k, v in metrics.items()}
-                state.update(config=cfg.model_dump(), mlflow_run_id=tracker.run_id, metrics=logged)
-                save_checkpoint(run_dir / CHECKPOINT, state)  # first the checkpoint, then MLflow:
-                tracker.log_metrics(logged, step=epoch)     # a crash between is repaired on resume
-                if progress:
-                    print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  "
-                          f"acc {100 * metrics.get('acc', float('nan')):.1f}%  {metrics['img_per_s']:.0f} img/s", flush=True)
-
-            fit(cfg, method, p.train.images, p.train.labels, ctx=ctx, start=start, on_epoch=on_epoch, progress=progress)
-        method.to(ctx.device)
-        torch.save(method.trunk.state_dict(), run_dir / "trunk.pt")
-        metrics = evaluate_run(p, run_dir, tracker, progress) if cfg.eval.enabled else {}
+        if cfg.dist.uses_ray():
+            metrics = launch_ray(payload, cfg, run_dir)
+        else:
+            metrics = train_worker(payload, p)
         tracker.finish("FINISHED")
     except Exception:
         tracker.finish("FAILED")
@@ -135,18 +136,6 @@ def probe_protocol_params(p: Prepared) -> dict:
     from ..eval import probe_protocol
 
     return probe_protocol(p.method.trunk, p.train.image_size, p.cfg.eval) if p.cfg.eval.enabled else {}
-
-
-def _log_pending(tracker: Tracker, start: dict) -> None:
-    """Log the last checkpointed epoch's metrics if the crash came before MLflow got them."""
-    pending = start.get("metrics") or {}
-    if not pending:
-        return
-    step = int(start["epoch"]) - 1
-    key = next(iter(pending))
-    history = tracker.client.get_metric_history(tracker.run_id, key)
-    if not any(m.step == step for m in history):
-        tracker.log_metrics(pending, step=step)
 
 
 def evaluate_run(p: Prepared, run_dir: Path, tracker: Tracker, progress: bool = True) -> dict[str, float]:

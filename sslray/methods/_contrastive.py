@@ -1,0 +1,28 @@
+"""What the contrastive methods share: the augmented view and the number of negatives."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from .augment import color_jitter, hflip, random_grayscale, random_resized_crop
+
+
+def augmented_view(x: torch.Tensor, strength: float = 0.5, crop_scale=(0.2, 1.0)) -> torch.Tensor:
+    """SimCLR's augmentation (Chen et al. 2020, appendix A), batched: random resized crop, flip,
+    colour jitter of ``strength`` s (0.8 s brightness/contrast/saturation, 0.2 s hue, p = 0.8)
+    and grayscale (p = 0.2). No blur: it hurts at 32 px (the paper drops it for CIFAR-10)."""
+    x = hflip(random_resized_crop(x, scale=crop_scale))
+    x = color_jitter(x, 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=0.8)
+    return random_grayscale(x, p=0.2)
+
+
+def resolve_negatives(requested: int | None, paper: int, num_train: int, what: str = "negatives") -> int:
+    """The number of negatives: the paper's value capped at ``num_train - 1`` by default; an
+    explicit value above ``num_train - 1`` is an error (there are not that many other images)."""
+    if requested is None:
+        return max(1, min(paper, num_train - 1))
+    if requested > num_train - 1:
+        raise UserError(f"{what}={requested} is more than the {num_train - 1} other images of the training set (the "
+                        f"paper's {paper} needs a larger data set; leave it unset for {min(paper, num_train - 1)})")
+    return requested

@@ -1,0 +1,148 @@
+"""ClusterFit (Yan et al. 2020, "ClusterFit: improving generalization of visual
+representations") and its distillation baseline.
+
+Cluster step: the trunk of a finished run (the *source*) embeds the training set at one layer
+(pooled as in the evaluation), spherical k-means with faiss makes K pseudo-classes. Fit step: a
+new trunk, from scratch, learns to predict each image's cluster with cross-entropy under crop +
+flip. The two MLflow runs are linked (``mlflow.parentRunId``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator
+
+from ..components.distributed import broadcast_from_main
+from ..components.kmeans import spherical_kmeans
+from ..components.losses import soft_cross_entropy
+from ..config import Layer
+from ..errors import UserError
+from ..eval.features import extract_features
+from ..models.trunk import pool_features
+from . import register
+from ._source import find_source, load_source_trunk
+from .augment import hflip, pad_crop
+from .base import Method, MethodSettings, accuracy
+
+PAPER_CLUSTERS = 16000
+
+
+class ClusterFitSettings(MethodSettings):
+    source: str = Field("", description="the finished run to cluster with: a run folder or an MLflow run id")
+    runs: str = Field("runs", description="the folder holding the source run when it is named by MLflow run id")
+    layer: Layer = Field("res5", description="the source layer whose (pooled) features are clustered")
+    clusters: int | None = Field(None, ge=2, description=f"K; default N/20 capped at the paper's {PAPER_CLUSTERS}")
+    feature_dim: int = Field(9216, ge=1, description="pooling of the source layer (as eval.feature_dim)")
+    kmeans_iters: int = Field(20, ge=1)
+    kmeans_seed: int = 0
+    pad: int = Field(4, ge=0, description="random-crop padding of the fit step (0 = no crop)")
+
+    @field_validator("source", "runs")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        """Paths made absolute where the run is configured: Ray workers run in other folders."""
+        return str(Path(v).resolve()) if v and Path(v).exists() else v
+
+
+def resolve_clusters(settings, num_train: int) -> int:
+    k = settings.clusters or max(2, min(PAPER_CLUSTERS, num_train // 20))
+    if k > num_train:
+        raise UserError(f"clusters={k} is more than the {num_train} training images")
+    return k
+
+
+@register
+class ClusterFit(Method):
+    """Train a new trunk to predict k-means clusters of a finished run's features (Yan et al. 2020)."""
+
+    name = "clusterfit"
+    Settings = ClusterFitSettings
+
+    @classmethod
+    def check(cls, settings, info):
+        find_source(settings.source, settings.runs, cls.name)
+        resolve_clusters(settings, info.num_train)
+
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
+        self.k = resolve_clusters(settings, info.num_train)
+        self.head = torch.nn.Linear(trunk.out_dim, self.k)
+        self.register_buffer("targets", torch.zeros(info.num_train, dtype=torch.long))  # cluster id per training index
+        self.source = None
+        self.stats: dict = {}
+
+    def setup(self, train):
+        """The cluster step; returns the source trunk (on the CPU) for subclasses that keep it."""
+        s = self.settings
+        self.source = find_source(s.source, s.runs, self.name)
+        teacher = load_source_trunk(self.source)
+        dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        feats = extract_features(teacher.to(dev), train.images, [s.layer], s.feature_dim, device=dev,
+                                 desc="source features")[s.layer]
+        result = spherical_kmeans(feats, self.k, s.kmeans_seed, s.kmeans_iters)
+        self.targets.copy_(broadcast_from_main(result.labels))  # every rank fits the same clusters
+        self.register_buffer("centroids", broadcast_from_main(result.centroids))
+        self.stats = result.stats()
+        return teacher.cpu()
+
+    def describe(self):
+        return {"clusters": self.k, "layer": self.settings.layer,
+                "source_method": self.source.method if self.source else "", **self.stats}
+
+    def run_tags(self):
+        if not self.source:
+            return {}
+        return {"mlflow.parentRunId": self.source.mlflow_run_id, "sslray.source_run": str(self.source.run_dir.resolve())}
+
+    def augment(self, x):
+        return hflip(pad_crop(x, self.settings.pad) if self.settings.pad else x)
+
+    def forward(self, x, y, idx):
+        logits = self.head(self.trunk(self.augment(x)))
+        target = self.targets[idx]
+        return {"loss": F.cross_entropy(logits, target), "acc": accuracy(logits, target)}
+
+
+class DistillSettings(ClusterFitSettings):
+    temperature: float = Field(0.1, gt=0, description="T of the source's softmax over cosines to the centroids")
+
+
+@register
+class Distill(ClusterFit):
+    """Distillation baseline for ClusterFit: fit the source's soft predictions over its k-means clusters.
+
+    A self-supervised source has no classifier, so its "predictions" are defined on the same K
+    clusters ClusterFit uses: ``p_k(x) = softmax_k(cos(phi(x), c_k) / T)``, with ``phi(x)`` the
+    source's pooled features at ``layer`` and ``c_k`` the spherical k-means centroids. As T -> 0 this
+    is ClusterFit's hard assignment; larger T passes on how close an image is to every cluster. The
+    frozen source (teacher, BN in eval mode) sees the same augmented image as the new trunk
+    (student), as in Hinton et al. 2015; the loss is the soft cross-entropy.
+    """
+
+    name = "distill"
+    Settings = DistillSettings
+
+    def setup(self, train):
+        # the frozen teacher is a submodule: it moves to the device and checkpoints with the method
+        self.teacher = super().setup(train).eval().requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if hasattr(self, "teacher"):
+            self.teacher.eval()  # BN running statistics of the source, never batch statistics
+        return self
+
+    @torch.no_grad()
+    def soft_targets(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.settings.layer
+        f = pool_features(self.teacher.taps(x, [layer])[layer].float(), self.settings.feature_dim)
+        return F.softmax(F.normalize(f, dim=1) @ self.centroids.T / self.settings.temperature, dim=1)
+
+    def forward(self, x, y, idx):
+        x = self.augment(x)
+        p = self.soft_targets(x)
+        logits = self.head(self.trunk(x))
+        return {"loss": soft_cross_entropy(logits, p), "acc": accuracy(logits, p.argmax(1))}

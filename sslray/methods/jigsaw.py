@@ -1,0 +1,91 @@
+"""Jigsaw puzzles (Noroozi & Favaro 2016, "Unsupervised learning of visual representations by
+solving jigsaw puzzles"): cut the image into 3x3 tiles with gaps and jitter, shuffle them by one
+permutation of a fixed subset P, pass every tile through the shared trunk (a siamese "context-free
+network"), concatenate the tile features in their shuffled order and classify which of the |P|
+permutations was applied.
+
+P is chosen greedily for maximal Hamming distance (:func:`hamming_permutations`, seeded and cached
+on disk); its minimum and mean distance are logged with the run, since both move transfer.
+
+Shortcuts blocked: the gap and jitter between tiles (no continuing edges), per-tile colour jitter
+and grey tiles (no matching colour statistics; the paper normalises each tile and uses 30% grey
+images). On 32-px images the tiles are 85% of 10-px cells, 8 px, which the CIFAR stem keeps at
+8x8 through res2; ``tile_resize`` upsamples them (see :mod:`sslray.methods._patches`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..components.permutations import hamming_permutations, hamming_stats
+from ..components.tiles import shuffle_tiles
+from ..errors import UserError
+from . import register
+from ._patches import PatchSettings, check_tiles, cut_tiles, tile_size
+from .base import Method, accuracy, linear_head
+
+
+class JigsawSettings(PatchSettings):
+    permutations: int = Field(1000, ge=2, description="size of the permutation subset P (paper: 1000), "
+                              "at most (grid^2)!")
+    grid: int = Field(3, ge=2, description="tiles per side (paper: 3)")
+    perm_seed: int = Field(0, description="seed of the greedy maximal-Hamming permutation choice")
+    tile_dim: int = Field(512, ge=1, description="per-tile fc size before concatenation (paper fc6: 1024)")
+    head_hidden: int = Field(1024, ge=0, description="hidden size of the head on the concatenated tiles "
+                             "(paper fc7: 4096); 0 = linear")
+    colour_jitter: float = Field(0.8, ge=0, le=1, description="probability of colour jitter, drawn per tile")
+    grayscale: float = Field(0.3, ge=0, le=1, description="probability of a grey tile (paper: 30% grey images)")
+
+
+class JigsawHead(nn.Module):
+    """Per-tile fc (shared), concatenation in tile order, then a classifier over P."""
+
+    def __init__(self, in_dim: int, tiles: int, tile_dim: int, hidden: int, classes: int):
+        super().__init__()
+        self.tile_fc = nn.Sequential(nn.Linear(in_dim, tile_dim), nn.ReLU(inplace=True))
+        self.classify = linear_head(tiles * tile_dim, classes, hidden or None)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (N, K, D) -> (N, |P|)
+        return self.classify(self.tile_fc(feats).flatten(1))
+
+
+@register
+class Jigsaw(Method):
+    """Classify which of P max-Hamming permutations shuffled 3x3 tiles (Noroozi & Favaro 2016)."""
+
+    name = "jigsaw"
+    Settings = JigsawSettings
+
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
+        k = settings.grid ** 2
+        perms = hamming_permutations(settings.permutations, k, seed=settings.perm_seed)
+        self.register_buffer("perms", torch.as_tensor(perms, dtype=torch.long), persistent=False)
+        self.head = JigsawHead(trunk.out_dim, k, settings.tile_dim, settings.head_hidden, settings.permutations)
+
+    @classmethod
+    def check(cls, settings, info):
+        check_tiles("jigsaw", settings.grid, settings, info)
+        k = settings.grid ** 2
+        if k <= 20 and settings.permutations > math.factorial(k):  # 21! exceeds any subset we could draw
+            raise UserError(f"jigsaw: permutations={settings.permutations} is more than the "
+                            f"{k}! = {math.factorial(k)} orders of a {settings.grid}x{settings.grid} grid")
+
+    def describe(self):
+        s = self.settings
+        tile = tile_size(self.info.image_size, s.grid, s.tile_fraction)
+        return {**hamming_stats(self.perms.cpu().numpy()), "tile_px": tile, "trunk_tile_px": s.tile_resize or tile}
+
+    def forward(self, x, y, idx):
+        tiles = cut_tiles(x, self.settings.grid, self.settings)  # (N, K, C, T, T)
+        n, k = tiles.shape[:2]
+        target = torch.randint(0, len(self.perms), (n,), device=x.device)
+        shuffled = shuffle_tiles(tiles, self.perms[target])
+        feats = self.trunk(shuffled.flatten(0, 1)).view(n, k, -1)
+        logits = self.head(feats)
+        return {"loss": F.cross_entropy(logits, target), "acc": accuracy(logits, target)}

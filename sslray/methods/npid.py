@@ -1,0 +1,72 @@
+"""Instance discrimination (NPID: Wu et al. 2018, "Unsupervised feature learning via
+non-parametric instance discrimination"): every image is its own class. A 128-d L2-normalised
+embedding of each image is pulled towards its own memory-bank entry and pushed from K entries
+of other images, by noise-contrastive estimation (eqs. 4-7) at temperature 0.07."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from ..components.distributed import gather
+from ..components.losses import embedding_std, info_nce, npid_nce_loss
+from ..components.memory_bank import MemoryBank
+from . import register
+from ._contrastive import augmented_view, resolve_negatives
+from .base import Method, MethodSettings
+
+PAPER_NEGATIVES = 4096
+
+
+class NPIDSettings(MethodSettings):
+    temperature: float = Field(0.07, gt=0, description="tau of exp(v_i . v / tau)")
+    embed_dim: int = Field(128, ge=2, description="embedding (and memory bank) dimension")
+    negatives: int | None = Field(
+        None, ge=1, description=f"K noise samples per image; default the paper's {PAPER_NEGATIVES} capped at N-1")
+    momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
+    loss: Literal["nce", "softmax"] = Field(
+        "nce", description="nce = the paper's NCE with a constant Z; softmax = cross-entropy over positive + K")
+    strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation (0 = crop + flip only)")
+
+
+@register
+class NPID(Method):
+    """Non-parametric instance discrimination with a memory bank and NCE (Wu et al. 2018)."""
+
+    name = "npid"
+    Settings = NPIDSettings
+
+    @classmethod
+    def check(cls, settings, info):
+        resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
+
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
+        self.negatives = resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
+        self.head = torch.nn.Linear(trunk.out_dim, settings.embed_dim)
+        self.bank = MemoryBank(info.num_train, settings.embed_dim, settings.momentum)
+        # log of the NCE normaliser Z, estimated once on the first batch as in the paper
+        self.register_buffer("log_z", torch.tensor(float("nan")))
+
+    def describe(self):
+        return {"negatives": self.negatives}
+
+    def forward(self, x, y, idx):
+        s = self.settings
+        z = F.normalize(self.head(self.trunk(augmented_view(x, s.strength))), dim=1)
+        pos = (z * self.bank.get(idx)).sum(1).float()  # losses in float32 whatever the autocast dtype
+        neg = torch.einsum("bd,bkd->bk", z, self.bank.negatives(idx, self.negatives)).float()
+        if s.loss == "nce":
+            if torch.isnan(self.log_z):  # Monte-Carlo estimate Z = n * E[exp(s / tau)], same on every rank
+                mean_exp = gather(torch.exp(neg.detach() / s.temperature).mean()[None]).mean()
+                self.log_z.fill_(float(torch.log(mean_exp)) + math.log(self.info.num_train))
+            loss = npid_nce_loss(pos, neg, s.temperature, self.log_z, self.info.num_train)
+        else:
+            loss = info_nce(pos, neg, s.temperature)
+        self.bank.update(idx, z)
+        acc = (pos.detach()[:, None] > neg.detach()).all(1).float().mean()  # own entry beats all K negatives
+        return {"loss": loss, "acc": acc, "embed_std": embedding_std(z)}

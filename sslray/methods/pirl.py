@@ -1,0 +1,131 @@
+"""Pretext-invariant representation learning (PIRL: Misra & van der Maaten 2019).
+
+Instead of predicting the transform (covariant), make the representation of a transformed
+image ``I_t`` match the image's own: a head ``f`` embeds the image, a head ``g`` the transformed
+image (for jigsaw: every tile through the trunk and a shared projection, concatenated in the
+shuffled order, projected again), and with memory-bank representations ``m_I`` (updated with
+``f(v_I)``) the loss is ``lambda L_NCE(m_I, g(v_It)) + (1 - lambda) L_NCE(m_I, f(v_I))``.
+
+``similarity``: ``cosine`` (both unit vectors) or ``l2`` (negative squared distance of the
+*unnormalised* embedding to the unit bank entries). Were both normalised, ``-|a - b|^2 =
+2 cos(a, b) - 2`` and l2 would be cosine at ``tau / 2``; unnormalised, the logits are unbounded
+and the temperature loses its meaning — the lecture's "why cosine".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..components.losses import embedding_std, info_nce, pirl_nce_loss
+from ..components.memory_bank import MemoryBank
+from ..components.tiles import shuffle_tiles, tile_grid
+from . import register
+from ._contrastive import augmented_view, resolve_negatives
+from .base import Method, MethodSettings
+
+PAPER_NEGATIVES = 32000
+
+
+class PIRLSettings(MethodSettings):
+    transform: Literal["jigsaw", "rotation", "jigsaw+rotation"] = Field(
+        "jigsaw", description="the pretext transform t; jigsaw+rotation rotates by k*90 deg, then shuffles tiles")
+    loss: Literal["nce", "softmax"] = Field(
+        "nce", description="nce = k+1 binary problems (lecture's h); softmax = InfoNCE")
+    similarity: Literal["cosine", "l2"] = "cosine"
+    lam: float = Field(0.5, ge=0, le=1, description="lambda: weight of the transformed-image term")
+    temperature: float = Field(0.07, gt=0)
+    negatives: int | None = Field(
+        None, ge=1, description=f"K per positive; default the paper's {PAPER_NEGATIVES} capped at N-1")
+    embed_dim: int = Field(128, ge=2)
+    momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
+    grid: int = Field(3, ge=2, le=4, description="jigsaw grid (3 = 9 tiles)")
+    strength: float = Field(0.5, ge=0, description="colour jitter strength of the image augmentation")
+
+
+def random_rotation(x: torch.Tensor) -> torch.Tensor:
+    """Each image rotated by its own random multiple of 90 degrees."""
+    k = torch.randint(0, 4, (len(x),), device=x.device)
+    rotated = torch.stack([torch.rot90(x, r, dims=(2, 3)) for r in range(4)])  # (4, N, C, H, W)
+    return rotated[k, torch.arange(len(x), device=x.device)]
+
+
+class JigsawHead(nn.Module):
+    """PIRL's g for jigsaw: tiles through the trunk, a shared projection per tile, concatenated
+    in the (shuffled) order they come in, then projected to the embedding."""
+
+    def __init__(self, in_dim: int, n_tiles: int, dim: int = 128):
+        super().__init__()
+        self.tile = nn.Linear(in_dim, dim)
+        self.mix = nn.Linear(n_tiles * dim, dim)
+
+    def forward(self, trunk: nn.Module, tiles: torch.Tensor) -> torch.Tensor:
+        n, k = tiles.shape[:2]
+        per_tile = self.tile(trunk(tiles.flatten(0, 1).contiguous(memory_format=torch.channels_last)))
+        return self.mix(per_tile.view(n, -1))
+
+
+@register
+class PIRL(Method):
+    """Representations invariant to a pretext transform, via a memory bank and NCE (Misra & van der Maaten 2019)."""
+
+    name = "pirl"
+    Settings = PIRLSettings
+
+    @classmethod
+    def check(cls, settings, info):
+        resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
+
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
+        s = settings
+        self.negatives = resolve_negatives(s.negatives, PAPER_NEGATIVES, info.num_train)
+        self.f = nn.Linear(trunk.out_dim, s.embed_dim)
+        # only the head the transform uses exists: DDP rejects parameters that get no gradient
+        if "jigsaw" in s.transform:
+            self.g = JigsawHead(trunk.out_dim, s.grid * s.grid, s.embed_dim)
+        else:
+            self.g = nn.Linear(trunk.out_dim, s.embed_dim)
+        self.bank = MemoryBank(info.num_train, s.embed_dim, s.momentum)
+
+    def describe(self):
+        return {"negatives": self.negatives}
+
+    def embed_transformed(self, x: torch.Tensor) -> torch.Tensor:
+        """g(v_It) for a fresh random transform t of every image."""
+        if "rotation" in self.settings.transform:
+            x = random_rotation(x)
+        if "jigsaw" not in self.settings.transform:
+            return self.g(self.trunk(x))
+        tiles = tile_grid(x, self.settings.grid)
+        perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
+        return self.g(self.trunk, shuffle_tiles(tiles, perms))
+
+    def similarity(self, a: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        """s(a, m) of embeddings ``(B, D)`` to bank entries ``(B, D)`` or ``(B, K, D)``."""
+        one = bank.dim() == 2
+        bank = bank[:, None] if one else bank
+        if self.settings.similarity == "cosine":
+            sim = torch.einsum("bd,bkd->bk", F.normalize(a, dim=1), bank)
+        else:  # -|a - m|^2 expanded, so that no (B, K, D) difference tensor is built
+            sim = 2 * torch.einsum("bd,bkd->bk", a, bank) - a.pow(2).sum(1, keepdim=True) - bank.pow(2).sum(-1)
+        return (sim[:, 0] if one else sim).float()  # losses in float32 whatever the autocast dtype
+
+    def forward(self, x, y, idx):
+        s = self.settings
+        x = augmented_view(x, s.strength)
+        f = self.f(self.trunk(x))
+        g = self.embed_transformed(x)
+        m = self.bank.get(idx)
+        negatives = self.bank.negatives(idx, self.negatives)
+        loss_fn = pirl_nce_loss if s.loss == "nce" else info_nce
+        pos_g, neg_g = self.similarity(g, m), self.similarity(g, negatives)
+        loss = (s.lam * loss_fn(pos_g, neg_g, s.temperature)
+                + (1 - s.lam) * loss_fn(self.similarity(f, m), self.similarity(f, negatives), s.temperature))
+        self.bank.update(idx, f)
+        acc = (pos_g.detach()[:, None] > neg_g.detach()).all(1).float().mean()  # m_I nearest to g(v_It)
+        return {"loss": loss, "acc": acc, "embed_std": embedding_std(f)}

@@ -1,0 +1,45 @@
+"""SimCLR (Chen et al. 2020, "A simple framework for contrastive learning of visual
+representations"): two augmented views of every image, a 2-layer projection MLP, and NT-Xent
+over the other 2N - 2 views of the global batch as negatives."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from ..components.losses import embedding_std, nt_xent
+from . import register
+from ._contrastive import augmented_view
+from .base import Method, MethodSettings, linear_head
+
+
+class SimCLRSettings(MethodSettings):
+    temperature: float = Field(0.5, gt=0, description="tau of NT-Xent (0.5: the paper's CIFAR-10 setting)")
+    proj_dim: int = Field(128, ge=2, description="projection output dimension")
+    proj_hidden: int = Field(0, ge=0, description="projection hidden size (0 = the trunk's output size)")
+    strength: float = Field(0.5, ge=0, description="colour jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet)")
+
+
+@register
+class SimCLR(Method):
+    """Contrast two augmented views against the rest of the global batch (NT-Xent; Chen et al. 2020)."""
+
+    name = "simclr"
+    Settings = SimCLRSettings
+
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
+        # Linear -> BN -> ReLU -> Linear; evaluation uses the trunk, before the projection
+        self.projection = linear_head(trunk.out_dim, settings.proj_dim, settings.proj_hidden or trunk.out_dim)
+
+    def forward(self, x, y, idx):
+        s = self.settings
+        views = torch.cat([augmented_view(x, s.strength), augmented_view(x, s.strength)])
+        z1, z2 = self.projection(self.trunk(views)).chunk(2)
+        loss = nt_xent(z1, z2, s.temperature)
+        with torch.no_grad():  # does each view find its partner among the local batch's views?
+            z = torch.nn.functional.normalize(torch.cat([z1, z2]).float(), dim=1)
+            sim = (z @ z.T).fill_diagonal_(-2)
+            partner = torch.arange(len(z), device=z.device).roll(len(z1))
+            acc = (sim.argmax(1) == partner).float().mean()
+        return {"loss": loss, "acc": acc, "embed_std": embedding_std(z1)}

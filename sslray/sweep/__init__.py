@@ -1,0 +1,1 @@
+"""Studies: search spaces, Ray Tune + Optuna sweeps, and reports read back from MLflow."""

@@ -1,0 +1,136 @@
+"""``sslray report <study>``: read a study's runs from MLflow and answer its question.
+
+Prints a table (one row per trial: method, swept values, stop reason, objective, top-1 per layer)
+and the best configuration; draws the metric against the swept variable (one line per layer) and
+the per-layer curve of each method's best trial; saves the figures under ``reports/<study>/`` and
+as artifacts of the study's parent run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import LAYERS
+from ..errors import UserError
+from ..tracking import client
+
+
+def study_runs(name: str):
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is None:
+        raise UserError(f"no study {name!r} in the MLflow store {c._tracking_client.tracking_uri}")
+    parents = c.search_runs([exp.experiment_id], filter_string="tags.`sslray.role` = 'study'",
+                            order_by=["start_time DESC"], max_results=1)
+    if not parents:
+        raise UserError(f"experiment {name!r} has no study run (was it made by `sslray sweep`?)")
+    parent = parents[0]
+    children = c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+                             max_results=5000)
+    return c, parent, children
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def report(name: str, out_dir: str = "reports") -> dict:
+    c, parent, children = study_runs(name)
+    p = parent.data.params
+    objective = p.get("objective", "max transfer/res4/top1").split(" ", 1)
+    mode, metric = objective[0], objective[1]
+    import json
+
+    swept = ["settings." + k if "." not in k else k for k in json.loads(p.get("search_space", "{}"))]
+    x_key = next((k for k in swept), None)
+    rows = []
+    for r in children:
+        m, prm = r.data.metrics, r.data.params
+        rows.append({"run": r.info.run_id, "trial": r.data.tags.get("sslray.trial_id", "")[-5:],
+                     "method": prm.get("method", "?"), "reason": r.data.tags.get("sslray.stop_reason", "?"),
+                     "swept": {k: _num(prm.get(k)) for k in swept if k in prm},
+                     "objective": m.get(metric),
+                     "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
+                     "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS}})
+    sign = -1 if mode == "max" else 1
+    rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
+    print(f"study {name}: {p.get('question', '')}")
+    print(f"objective: {mode} {metric}   trials: {len(rows)}")
+    head = f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}" + "".join(f"{layer:>7}" for layer in LAYERS)
+    print(head)
+    for r in rows:
+        sw = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items())
+        stop = "done" if r["reason"] == "completed" else "stopped"
+        cells = "".join(f"{100 * v:7.1f}" if v is not None else f"{'-':>7}" for v in r["transfer"].values())
+        print(f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{stop:<10}{cells}")
+    done = [r for r in rows if r["objective"] is not None]
+    best = done[0] if done else None
+    if best:
+        print(f"best: {best['method']} {best['swept']}  {metric} = {100 * best['objective']:.1f}%  (run {best['run']})")
+    out = Path(out_dir) / name
+    figures = _plots(name, done, x_key, out) if done else []
+    for f in figures:
+        c.log_artifact(parent.info.run_id, str(f), "report")
+    for f in figures:
+        print(f"figure: {f}")
+    return {"best": best, "rows": rows, "figures": [str(f) for f in figures]}
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _plots(name: str, rows: list[dict], x_key: str | None, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    figures = []
+    methods = sorted({r["method"] for r in rows})
+    if x_key:
+        fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), dpi=110, squeeze=False)
+        for ax, method in zip(axes[0], methods):
+            rs = [r for r in rows if r["method"] == method and x_key in r["swept"]]
+            xs = [r["swept"][x_key] for r in rs]
+            numeric = all(isinstance(v, (int, float)) for v in xs)
+            order = sorted(range(len(rs)), key=lambda i: xs[i] if numeric else str(xs[i]))
+            for layer in LAYERS:
+                ys = [rs[i]["transfer"][layer] for i in order]
+                if any(y is None for y in ys):
+                    continue
+                xv = [xs[i] if numeric else str(xs[i]) for i in order]
+                ax.plot(xv, [100 * y for y in ys], marker="o", label=layer)
+            if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+                ax.set_xscale("log")
+            ax.set_title(f"{method}", fontsize=9)
+            ax.set_xlabel(x_key.split(".")[-1])
+            ax.set_ylabel("linear probe top-1 (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{name}: transfer by layer against {x_key.split('.')[-1]}", fontsize=10)
+        fig.tight_layout()
+        path = out / "metric_vs_swept.png"
+        fig.savefig(path)
+        plt.close(fig)
+        figures.append(path)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    for method in methods:
+        best = max((r for r in rows if r["method"] == method), key=lambda r: r["objective"])
+        layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]
+        label = method + " " + " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in best["swept"].items())
+        ax.plot(layers, [100 * best["transfer"][layer] for layer in layers], marker="o", label=label[:40])
+    ax.set_ylabel("linear probe top-1 (%)")
+    ax.set_title(f"{name}: best trial of each method, by layer", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "per_layer_best.png"
+    fig.savefig(path)
+    plt.close(fig)
+    figures.append(path)
+    return figures

@@ -1,0 +1,253 @@
+"""Studies and search spaces: typed YAML, validated (file and key named) before any Ray work.
+
+A *search space* (``search_spaces/*.yaml``) maps config keys — the same keys ``--set`` takes: a bare
+method setting (``temperature``) or a dotted key (``optim.lr``) — to a distribution::
+
+    params:
+      temperature: {loguniform: [0.03, 1.0]}
+      similarity:  {choice: [cosine, l2]}
+      negatives:   {logint: [16, 4096], when: {method: [npid, pirl]}}   # conditional
+      optim.lr:    {grid: [0.03, 0.1, 0.3]}
+
+Distributions: ``choice``, ``grid`` (a list), ``uniform``, ``loguniform``, ``int``, ``logint``
+(``[low, high]``). ``when`` samples a parameter only if earlier parameters took the listed values.
+A *study* (``ablations/*.yaml``) names its question, methods, data, search space, budget, the metric
+it optimises and what it reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..config import validation_message
+from ..errors import UserError
+
+KINDS = ("choice", "grid", "uniform", "loguniform", "int", "logint")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dist(Strict):
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+    uniform: list[float] | None = None
+    loguniform: list[float] | None = None
+    int: list[int] | None = None
+    logint: list[int] | None = None
+    when: dict[str, list[Any]] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one distribution of {', '.join(KINDS)}")
+        values = getattr(self, given[0])
+        if given[0] in ("choice", "grid"):
+            if not values:
+                raise ValueError(f"empty {given[0]}")
+        else:
+            if len(values) != 2:
+                raise ValueError(f"{given[0]} takes [low, high]")
+            low, high = values
+            if not low < high:
+                raise ValueError(f"empty or inverted range [{low}, {high}]")
+            if given[0].startswith("log") and low <= 0:
+                raise ValueError(f"{given[0]} needs low > 0")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def values(self) -> list:
+        return getattr(self, self.kind)
+
+    def suggest(self, trial, name: str):
+        """Sample with an Optuna trial (define-by-run)."""
+        v = self.values
+        if self.kind in ("choice", "grid"):
+            return trial.suggest_categorical(name, v)
+        if self.kind in ("uniform", "loguniform"):
+            return trial.suggest_float(name, v[0], v[1], log=self.kind == "loguniform")
+        return trial.suggest_int(name, v[0], v[1], log=self.kind == "logint")
+
+    def grid_points(self, n: int = 4) -> list:
+        """Points of a full grid: the listed values, or ``n`` points spread over a range."""
+        import numpy as np
+
+        v = self.values
+        if self.kind in ("choice", "grid"):
+            return list(v)
+        pts = np.geomspace(v[0], v[1], n) if self.kind.startswith("log") else np.linspace(v[0], v[1], n)
+        return sorted({int(round(p)) for p in pts}) if "int" in self.kind else [float(p) for p in pts]
+
+
+class SearchSpace(Strict):
+    description: str = ""
+    params: dict[str, Dist]
+
+    @model_validator(mode="after")
+    def _conditions_refer_backwards(self):
+        seen = {"method"}
+        for name, d in self.params.items():
+            for key in (d.when or {}):
+                if key not in seen:
+                    raise ValueError(f"params.{name}.when: {key!r} is not an earlier parameter")
+            seen.add(name)
+        return self
+
+
+class Budget(Strict):
+    trials: int = Field(8, ge=1)
+    epochs: int = Field(3, ge=1, description="pretraining epochs per trial")
+    workers_per_trial: int = Field(1, ge=1)
+    cpus_per_trial: float = Field(1, gt=0, description="CPUs per worker")
+    gpus_per_trial: float = Field(0, ge=0, description="GPUs per worker")
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many as the resources allow")
+
+
+class Objective(Strict):
+    metric: str = "transfer/res4/top1"
+    mode: Literal["max", "min"] = "max"
+
+
+class EarlyStopping(Strict):
+    """ASHA on a per-epoch metric. The default, the kNN monitor, is comparable across methods;
+    ``train/loss`` is only comparable between trials of one method."""
+
+    metric: str = "monitor/knn_top1"
+    mode: Literal["max", "min"] = "max"
+    grace_epochs: int = Field(1, ge=1)
+    reduction_factor: int = Field(2, ge=2)
+
+
+class Report(Strict):
+    x: str | None = Field(None, description="the swept parameter to plot against")
+    families: list[Literal["transfer", "knn", "invariance"]] = Field(default_factory=lambda: ["transfer", "knn"])
+
+
+class Study(Strict):
+    name: str
+    question: str
+    methods: list[str] = Field(min_length=1)
+    search_space: str | None = Field(None, description="a file in search_spaces/ (name or path)")
+    params: dict[str, Dist] | None = Field(None, description="an inline search space")
+    data: dict[str, Any] = Field(default_factory=dict)
+    config: dict[str, Any] = Field(default_factory=dict, description="fixed --set keys for every trial")
+    budget: Budget = Field(default_factory=Budget)
+    objective: Objective = Field(default_factory=Objective)
+    early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
+    search: Literal["tpe", "grid"] = "tpe"
+    report: Report = Field(default_factory=Report)
+    seed: int = 0
+    #: resolved search space (filled by :func:`load_study`)
+    space: SearchSpace | None = None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"no such file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_space(ref: str, base: Path) -> SearchSpace:
+    path = Path(ref)
+    candidates = [path, base / path, ROOT / "search_spaces" / path, ROOT / "search_spaces" / f"{ref}.yaml"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise UserError(f"search space {ref!r} not found (looked in search_spaces/)")
+    try:
+        return SearchSpace(**_read_yaml(found))
+    except ValidationError as e:
+        raise UserError(f"{found}: {validation_message(e)}") from None
+
+
+def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:
+    for key, value in overrides.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def load_study(ref: str, overrides: dict[str, Any] | None = None) -> Study:
+    """Read, override (``--set budget.trials=4``) and validate a study, its space and every method."""
+    path = Path(ref)
+    if not path.is_file() and (ROOT / "ablations" / f"{ref}.yaml").is_file():
+        path = ROOT / "ablations" / f"{ref}.yaml"
+    raw = _read_yaml(path)
+    raw.setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides or {})
+    try:
+        study = Study(**raw)
+    except ValidationError as e:
+        raise UserError(f"{path}: {validation_message(e)}") from None
+    if (study.search_space is None) == (study.params is None):
+        raise UserError(f"{path}: give exactly one of search_space (a file) or params (inline)")
+    try:
+        study.space = load_space(study.search_space, path.parent) if study.search_space else SearchSpace(params=study.params)
+    except ValidationError as e:
+        raise UserError(f"{path}: {validation_message(e)}") from None
+    validate_trials(study, path)
+    return study
+
+
+def trial_overrides(study: Study, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The ``--set`` overrides of one trial: the study's fixed config, data, budget and samples."""
+    out = {f"data.{k}": v for k, v in study.data.items()}
+    out.update(study.config)
+    out["epochs"] = study.budget.epochs
+    if study.early_stopping and study.early_stopping.metric.startswith("monitor/"):
+        out["eval.monitor"] = True
+    out.update({k: v for k, v in sampled.items() if k != "method"})
+    return out
+
+
+def applies(dist: Dist, sampled: dict[str, Any]) -> bool:
+    return all(sampled.get(k) in vals for k, vals in (dist.when or {}).items())
+
+
+def validate_trials(study: Study, path: Path) -> None:
+    """Build one config per method from the space's first values: unknown methods, keys or values
+    fail here, naming the file and the key, before Ray or MLflow are touched."""
+    from ..config import build_config
+    from ..methods import get_method
+
+    for method in study.methods:
+        try:
+            get_method(method)
+        except UserError as e:
+            raise UserError(f"{path}: methods: {e}") from None
+        sampled: dict[str, Any] = {"method": method}
+        for name, d in study.space.params.items():
+            if applies(d, sampled):
+                sampled[name] = d.values[0]
+        for name in list(sampled):
+            if name == "method":
+                continue
+            cls = get_method(method)
+            if "." not in name and name not in cls.Settings.model_fields:
+                raise UserError(f"{path}: params.{name}: not a setting of method {method!r} "
+                                f"(add `when: {{method: [...]}}` if it only applies to some methods)")
+        try:
+            build_config(method, trial_overrides(study, sampled))
+        except UserError as e:
+            raise UserError(f"{path}: {e}") from None
