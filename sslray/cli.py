@@ -67,6 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
 
+    b = sub.add_parser("bench", help="time the platform against a baseline in one process: prints RATIO lines")
+    b.add_argument("what", choices=["step", "eval", "negatives", "trial", "search"],
+                   help="step: shared loop vs plain PyTorch; eval: per-layer evaluation vs one epoch; "
+                        "negatives: pirl/npid step vs K; trial, search: sweeps")
+    b.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    b.add_argument("--methods", help="comma-separated methods (step: rotation,pirl; negatives: pirl,npid; search: rotation,jigsaw)")
+    b.add_argument("--negatives", metavar="K,K,...", help="negatives: the K values (default 1,4096,32000,65536)")
+    for flag, kind, what in (("batch", int, "batch size (128)"), ("width", float, "trunk width (0.25)"),
+                             ("steps", int, "timed steps per repetition"), ("warmup", int, "untimed steps first"),
+                             ("reps", int, "interleaved repetitions"), ("threads", int, "torch CPU threads"),
+                             ("images", int, "eval: training images"), ("test-images", int, "eval: test images"),
+                             ("probe-epochs", int, "eval: linear probe epochs (30)"),
+                             ("feature-dim", int, "eval: pooled feature size (9216)"), ("seed", int, "seed (0)"),
+                             ("trials", int, "trial, search: trials per sweep (4)"),
+                             ("epochs", int, "trial, search: epochs per trial")):
+        b.add_argument(f"--{flag}", type=kind, help=what)
+    b.add_argument("--profile", action="store_true", help="step: also print torch.profiler's top ops")
+    b.set_defaults(func=cmd_bench)
+
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over sslray's tracking store")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--host", default="127.0.0.1", help="keep 127.0.0.1 unless you know why (no auth)")
@@ -165,6 +184,13 @@ def cmd_methods(args) -> int:
         print(f"{name:<14}{cls.summary()}")
         for key, field in cls.Settings.model_fields.items():
             print(f"{'':<16}{key} = {field.default!r}  {field.description or ''}".rstrip())
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run as run_bench
+
+    run_bench(args)
     return 0
 
 

@@ -14,6 +14,7 @@ and the temperature loses its meaning — the lecture's "why cosine".
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -23,7 +24,9 @@ from torch import nn
 
 from ..components.losses import embedding_std, info_nce, pirl_nce_loss
 from ..components.memory_bank import MemoryBank
+from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.tiles import shuffle_tiles, tile_grid
+from ..errors import UserError
 from . import register
 from ._contrastive import augmented_view, resolve_negatives
 from .base import Method, MethodSettings
@@ -44,6 +47,8 @@ class PIRLSettings(MethodSettings):
     embed_dim: int = Field(128, ge=2)
     momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
     grid: int = Field(3, ge=2, le=4, description="jigsaw grid (3 = 9 tiles)")
+    permutations: int | None = Field(
+        None, ge=2, description="jigsaw: draw shuffles from a max-Hamming subset of this size (None = any of grid^2!)")
     strength: float = Field(0.5, ge=0, description="colour jitter strength of the image augmentation")
 
 
@@ -79,6 +84,10 @@ class PIRL(Method):
     @classmethod
     def check(cls, settings, info):
         resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
+        total = math.factorial(settings.grid * settings.grid)
+        if settings.permutations is not None and settings.permutations > total:
+            raise UserError(f"permutations={settings.permutations} is more than the {total} orderings of "
+                            f"{settings.grid}x{settings.grid} tiles")
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
@@ -90,10 +99,18 @@ class PIRL(Method):
             self.g = JigsawHead(trunk.out_dim, s.grid * s.grid, s.embed_dim)
         else:
             self.g = nn.Linear(trunk.out_dim, s.embed_dim)
+        if s.permutations is not None and "jigsaw" in s.transform:
+            table = torch.from_numpy(hamming_permutations(s.permutations, s.grid * s.grid).astype("int64"))
+            self.register_buffer("perm_table", table, persistent=False)
+        else:
+            self.perm_table = None
         self.bank = MemoryBank(info.num_train, s.embed_dim, s.momentum)
 
     def describe(self):
-        return {"negatives": self.negatives}
+        out = {"negatives": self.negatives}
+        if self.perm_table is not None:
+            out.update(hamming_stats(self.perm_table.cpu().numpy()))
+        return out
 
     def embed_transformed(self, x: torch.Tensor) -> torch.Tensor:
         """g(v_It) for a fresh random transform t of every image."""
@@ -102,7 +119,10 @@ class PIRL(Method):
         if "jigsaw" not in self.settings.transform:
             return self.g(self.trunk(x))
         tiles = tile_grid(x, self.settings.grid)
-        perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
+        if self.perm_table is not None:
+            perms = self.perm_table[torch.randint(0, len(self.perm_table), (len(x),), device=x.device)]
+        else:
+            perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
         return self.g(self.trunk, shuffle_tiles(tiles, perms))
 
     def similarity(self, a: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:

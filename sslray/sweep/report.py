@@ -31,10 +31,12 @@ def study_runs(name: str):
 
 
 def _num(v):
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except (TypeError, ValueError):
+            pass
+    return v
 
 
 def report(name: str, out_dir: str = "reports") -> dict:

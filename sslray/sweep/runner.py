@@ -56,14 +56,18 @@ class DefineByRun:
         return {"method": methods[0]} if len(methods) == 1 else None
 
 
+def grid_points(study: Study) -> list[dict]:
+    """Every point of the full grid, conditional parameters included only where they apply."""
+    points: list[dict] = [{"method": m} for m in study.methods]
+    for name, dist in study.space.params.items():
+        points = [{**p, name: v} for p in points for v in (dist.grid_points() if applies(dist, p) else [None])]
+    return [{k: v for k, v in p.items() if v is not None} for p in points]
+
+
 def grid_space(study: Study) -> dict:
     from ray import tune
 
-    if any(d.when for d in study.space.params.values()):
-        raise UserError(f"study {study.name}: a grid search cannot have conditional (when:) parameters")
-    space = {name: tune.grid_search(d.grid_points()) for name, d in study.space.params.items()}
-    space["method"] = tune.grid_search(study.methods)
-    return space
+    return {"point": tune.grid_search(grid_points(study))}
 
 
 def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str) -> None:
@@ -76,7 +80,7 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     study = Study.model_validate_json(study_json)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     trial_id = ray.tune.get_context().get_trial_id()
-    sampled = dict(config)
+    sampled = dict(config.get("point", config))  # grid search: one enumerated point
     method = sampled.pop("method")
     overrides = trial_overrides(study, sampled)
     b = study.budget
@@ -96,7 +100,7 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     report.update(epoch=b.epochs, run_id=result["run_id"])
     if objective is not None and math.isfinite(objective):
         report[OBJECTIVE] = objective
-    Tracker(study.name, run_id=result["run_id"], uri=uri).set_tags({"sslray.stop_reason": "completed"})
+    client(uri).set_tag(result["run_id"], "sslray.stop_reason", "completed")
     ray.tune.report(report)
 
 

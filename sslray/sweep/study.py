@@ -17,6 +17,7 @@ it optimises and what it reports.
 
 from __future__ import annotations
 
+import builtins
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,8 +40,8 @@ class Dist(Strict):
     grid: list[Any] | None = None
     uniform: list[float] | None = None
     loguniform: list[float] | None = None
-    int: list[int] | None = None
-    logint: list[int] | None = None
+    int: list[builtins.int] | None = None  # builtins: the field name shadows the type here
+    logint: list[builtins.int] | None = None
     when: dict[str, list[Any]] | None = None
 
     @model_validator(mode="after")

@@ -57,7 +57,10 @@ def prepare(cfg: RunConfig) -> Prepared:
 
 
 def find_run_dir(target: str, output_dir: str, method: str | None = None) -> Path:
-    """A run folder from a path, an MLflow run id, or ``latest`` (newest of this method)."""
+    """A run folder from a path, an MLflow run id, ``latest`` (newest of ``method``) or
+    ``latest:<method>``."""
+    if target.startswith("latest:"):
+        target, method = "latest", target.split(":", 1)[1]
     path = Path(target)
     if path.is_file():
         path = path.parent

@@ -1,0 +1,231 @@
+"""Studies: validation of every shipped study, bad study files, a real sweep, its report and --resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sslray import LAYERS
+from sslray.cli import main
+from sslray.sweep.runner import grid_points
+from sslray.sweep.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_STUDY = {
+    "question": "Does the learning rate matter for rotation on tiny data?",
+    "methods": ["rotation"],
+    "params": {"optim.lr": {"grid": [0.05, 0.2]}},
+    "search": "grid",
+    "data": {"name": "synthetic", "limit": 200, "test_limit": 100},
+    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.probe_epochs": 3, "eval.feature_dim": 512},
+    "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1},
+    "objective": {"metric": "transfer/res3/top1", "mode": "max"},
+    "early_stopping": None,
+    "report": {"x": "optim.lr"},
+}
+
+
+def _write(path: Path, data) -> str:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_study_validates(path):
+    study = load_study(str(path))
+    assert study.question and study.methods and study.space.params
+    if study.search == "grid":
+        assert len(grid_points(study)) >= 2
+
+
+def test_conditional_parameters_apply_only_to_their_methods():
+    study = load_study(str(ROOT / "ablations" / "invariance.yaml"))
+    points = grid_points(study)
+    assert {"method": "rotation"} in points and {"method": "jigsaw"} in points
+    assert {"method": "pirl", "transform": "rotation"} in points and {"method": "pirl", "transform": "jigsaw"} in points
+    assert len(points) == 4
+
+
+BAD = {
+    "malformed": ("question: [unclosed\nmethods: [rotation]\n", "malformed YAML"),
+    "unknown key": ({**TINY_STUDY, "budgett": {}}, "budgett: unknown key"),
+    "unknown method": ({**TINY_STUDY, "methods": ["rotation", "nope"]}, "unknown method 'nope'"),
+    "unknown distribution": ({**TINY_STUDY, "params": {"optim.lr": {"gaussian": [0, 1]}}}, "params.optim.lr"),
+    "empty range": ({**TINY_STUDY, "params": {"optim.lr": {"uniform": [0.5, 0.5]}}}, "empty or inverted range"),
+    "inverted range": ({**TINY_STUDY, "params": {"optim.lr": {"loguniform": [1.0, 0.1]}}}, "empty or inverted range"),
+    "empty choice": ({**TINY_STUDY, "params": {"optim.lr": {"choice": []}}}, "empty choice"),
+    "not a setting": ({**TINY_STUDY, "params": {"temperature": {"choice": [0.1]}}}, "params.temperature"),
+    "bad value": ({**TINY_STUDY, "config": {"optim.momentum": 2}}, "optim.momentum"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_study_is_one_line_naming_file_and_key(case, capsys, tmp_path):
+    data, expected = BAD[case]
+    path = _write(tmp_path / "study.yaml", data)
+    assert main(["sweep", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "study.yaml" in err and expected in err, err
+    assert not Path("mlflow.db").exists()
+
+
+def test_budget_that_cannot_fit_the_cluster_is_refused_before_mlflow(capsys, tmp_path):
+    import ray
+
+    path = _write(tmp_path / "big.yaml", {**TINY_STUDY, "budget": {"cpus_per_trial": 64}})
+    try:
+        assert main(["sweep", path]) == 2
+    finally:
+        ray.shutdown()
+    err = capsys.readouterr().err.strip()
+    assert "needs 64 CPUs per trial" in err and err.count("\n") == 0
+    assert not Path("mlflow.db").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """One real two-trial study, shared by the tests that read it back."""
+    import ray
+
+    folder = tmp_path_factory.mktemp("tiny-sweep")
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        path = _write(folder / "lr.yaml", TINY_STUDY)
+        assert main(["sweep", path, "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+        os.chdir(old)
+    return folder
+
+
+def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_sweep, monkeypatch, capsys, mlflow_runs):
+    monkeypatch.chdir(tiny_sweep)
+    c, runs = mlflow_runs("lr")
+    parents = [r for r in runs if r.data.tags.get("sslray.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(float(r.data.params["optim.lr"]) for r in children) == [0.05, 0.2]
+    for r in children:
+        assert r.data.tags["sslray.stop_reason"] == "completed" and r.info.status == "FINISHED"
+        assert r.data.tags["sslray.study"] == "lr"
+        assert all(0 <= r.data.metrics[f"transfer/{layer}/top1"] <= 1 for layer in LAYERS)
+        assert [m.step for m in c.get_metric_history(r.info.run_id, "train/loss")] == [0]
+    p = parents[0]
+    assert p.data.params["question"].startswith("Does the learning rate")
+    assert p.data.params["budget.epochs"] == "1" and "optim.lr" in p.data.params["search_space"]
+    best = max(children, key=lambda r: r.data.metrics["transfer/res3/top1"])
+    assert c.get_run(p.info.run_id).data.tags["sslray.best_run"] == best.info.run_id
+
+    capsys.readouterr()
+    assert main(["report", "lr"]) == 0
+    out = capsys.readouterr().out
+    assert "objective: max transfer/res3/top1" in out and f"{100 * best.data.metrics['transfer/res3/top1']:.1f}%" in out
+    assert out.count("rotation") >= 2
+    for fig in ("metric_vs_swept.png", "per_layer_best.png"):
+        assert (Path("reports/lr") / fig).read_bytes()[:4] == b"\x89PNG"
+    assert {a.path for a in c.list_artifacts(p.info.run_id, "report")} == {"report/metric_vs_swept.png",
+                                                                          "report/per_layer_best.png"}
+
+
+def test_report_of_an_unknown_study_is_one_line(capsys):
+    assert main(["report", "never-ran"]) == 2
+    assert "no study 'never-ran'" in capsys.readouterr().err
+
+
+def test_resume_after_the_driver_dies_finishes_only_missing_trials(tmp_path, mlflow_runs):
+    study = {**TINY_STUDY, "params": {"optim.lr": {"grid": [0.05, 0.1, 0.2]}},
+             "budget": {"trials": 1, "epochs": 2, "cpus_per_trial": 1, "max_concurrent": 1}}
+    path = _write(tmp_path / "res.yaml", study)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "sslray", "sweep", path, "--quiet"]
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    # wait until one trial is completed, then interrupt the driver like a Ctrl-C / lost terminal
+    deadline = time.time() + 400
+    trials = tmp_path / "runs" / "sweeps" / "res" / "trials"
+    while time.time() < deadline and not list(trials.glob("*/transfer.json")):  # a trial has been evaluated
+        time.sleep(2)
+    time.sleep(3)  # let it report
+    os.killpg(driver.pid, signal.SIGINT)
+    driver.wait(180)
+    _, before = mlflow_runs("res")
+    done_before = {r.info.run_id for r in before if r.data.tags.get("sslray.stop_reason") == "completed"}
+    assert 1 <= len(done_before) < 3
+
+    r = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    c, runs = mlflow_runs("res")
+    children = [x for x in runs if x.data.tags.get("sslray.role") == "trial"]
+    assert len(children) == 3  # exactly one child per trial
+    assert sorted(float(x.data.params["optim.lr"]) for x in children) == [0.05, 0.1, 0.2]
+    assert all(x.data.tags["sslray.stop_reason"] == "completed" for x in children)
+    for x in children:  # each epoch logged once, resumed trials included
+        assert [m.step for m in c.get_metric_history(x.info.run_id, "train/loss")] == [0, 1]
+    for run_id in done_before:  # completed trials were not re-run
+        assert len(c.get_metric_history(run_id, "train/loss")) == 2
+
+
+def test_mlflow_compare_view_shows_the_per_layer_metrics_of_a_study(tiny_sweep, monkeypatch, mlflow_runs, tmp_path):
+    """Headless Chromium opens MLflow's compare view of the study's child runs (installed by .ci/run)."""
+    import json
+    import shutil
+    import socket
+    import urllib.request
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    monkeypatch.chdir(tiny_sweep)
+    c, runs = mlflow_runs("lr")
+    children = [r for r in runs if r.data.tags.get("sslray.role") == "trial"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from sslray.tracking import tracking_uri
+
+    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
+                           "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = None
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--window-size=1600,2000", f"--user-data-dir={tmp_path / 'chrome'}"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=chromedriver))
+        ids = json.dumps([r.info.run_id for r in children])
+        exp = json.dumps([children[0].info.experiment_id])
+        driver.get(f"http://127.0.0.1:{port}/#/compare-runs?runs={ids}&experiments={exp}")
+        WebDriverWait(driver, 90).until(lambda d: "transfer/res5/top1" in d.page_source)
+        page = driver.page_source
+        driver.save_screenshot(str(tmp_path / "compare.png"))
+        for layer in LAYERS:
+            assert f"transfer/{layer}/top1" in page and f"knn/{layer}/top1" in page
+        assert all(r.info.run_id in page or r.info.run_name in page for r in children)
+    finally:
+        if driver:
+            driver.quit()
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(30)
