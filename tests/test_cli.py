@@ -144,3 +144,15 @@ def test_imagefolder_data_trains_end_to_end(mlflow_runs):
                  "--set", "eval.feature_dim=256", "--quiet"]) == 0
     _, runs = mlflow_runs()
     assert runs[0].data.params["data.name"] == "imagefolder" and runs[0].data.params["resolved.data.num_train"] == "6"
+
+
+def test_eval_command_evaluates_a_finished_run_in_its_own_mlflow_run(mlflow_runs):
+    assert _train("--method", "rotation", "--epochs", "1", "--no-eval") == 0
+    c, runs = mlflow_runs()
+    assert not any(k.startswith("transfer/") for k in runs[0].data.metrics)
+    run_dir = next(Path("runs").glob("rotation-*"))
+    assert main(["eval", str(run_dir), "--quiet"]) == 0
+    c, again = mlflow_runs()
+    assert len(again) == 1 and again[0].info.run_id == runs[0].info.run_id
+    assert all(f"transfer/{layer}/top1" in again[0].data.metrics for layer in LAYERS)
+    assert (run_dir / "per_layer.png").exists()

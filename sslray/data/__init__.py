@@ -60,13 +60,18 @@ class ImageSet:
         return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
 
 
-def balanced_first(labels: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the first ``n`` items taking classes in turn, returned in original order."""
+def class_rank(labels: np.ndarray) -> np.ndarray:
+    """Position of every item among the items of its class (0 for the first of each class)."""
     rank = np.zeros(len(labels), np.int64)
     for c in np.unique(labels):
         where = np.flatnonzero(labels == c)
         rank[where] = np.arange(len(where))
-    return np.sort(np.lexsort((np.arange(len(labels)), rank))[:n])
+    return rank
+
+
+def balanced_first(labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the first ``n`` items taking classes in turn, returned in original order."""
+    return np.sort(np.lexsort((np.arange(len(labels)), class_rank(labels)))[:n])
 
 
 def cache_dir() -> Path:

@@ -15,7 +15,7 @@ import torch
 from ..progress import bar
 
 from ..errors import UserError
-from . import ImageSet, _save_npz, balanced_first, cache_dir, fingerprint
+from . import ImageSet, _save_npz, balanced_first, cache_dir, class_rank, fingerprint
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
@@ -79,10 +79,7 @@ def load_imagefolder(root: str, split: str, size: int, limit: int | None) -> Ima
         tree, holdout = base, split
     classes, files, labels = _scan(tree)
     if holdout is not None:  # single tree: every fifth image of each class is the test split
-        rank = np.zeros(len(labels), np.int64)
-        for c in range(len(classes)):
-            where = np.flatnonzero(labels == c)
-            rank[where] = np.arange(len(where))
+        rank = class_rank(labels)
         keep = (rank % 5 == 4) if holdout == "test" else (rank % 5 != 4)
         files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
     if limit is not None and limit < len(files):
