@@ -90,6 +90,10 @@ class Tracker:
         for i in range(0, len(items), 500):
             self.client.log_batch(self.run_id, metrics=items[i : i + 500])
 
+    def has_step(self, key: str, step: int) -> bool:
+        """Whether metric ``key`` already has a value at ``step`` (exactly-once epoch logging)."""
+        return any(m.step == step for m in self.client.get_metric_history(self.run_id, key))
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 

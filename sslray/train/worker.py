@@ -37,16 +37,27 @@ class LocalCheckpoints:
 
 
 class RayCheckpoints:
-    """Checkpoints reported to Ray Train (kept under its ``storage_path``), restored on restart."""
+    """Checkpoints reported to Ray Train (kept under its ``storage_path``), restored on restart.
+
+    Rank 0 also mirrors each checkpoint into the run folder before reporting it: a worker killed
+    right after ``ray.train.report`` can lose that report (the controller had not collected it
+    yet), and the restart then takes whichever of the two checkpoints is newer.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.mirror = LocalCheckpoints(run_dir)
 
     def latest(self) -> dict | None:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        with ckpt.as_directory() as d:
-            return load_checkpoint(Path(d) / CHECKPOINT)
+        reported = None
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                reported = load_checkpoint(Path(d) / CHECKPOINT)
+        mirrored = self.mirror.latest()
+        candidates = [c for c in (reported, mirrored) if c is not None]
+        return max(candidates, key=lambda c: int(c["epoch"])) if candidates else None
 
     def save(self, state: dict, metrics: dict, is_main: bool) -> None:
         import ray.train
@@ -55,6 +66,7 @@ class RayCheckpoints:
         if not is_main:  # every rank reports; only rank 0 carries the checkpoint
             ray.train.report(metrics)
             return
+        self.mirror.save(state, metrics, is_main)
         with tempfile.TemporaryDirectory() as d:
             save_checkpoint(Path(d) / CHECKPOINT, state)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
@@ -67,8 +79,7 @@ def log_pending(tracker: Tracker, start: dict) -> None:
     if not pending:
         return
     step = int(start["epoch"]) - 1
-    history = tracker.client.get_metric_history(tracker.run_id, next(iter(pending)))
-    if not any(m.step == step for m in history):
+    if not tracker.has_step(next(iter(pending)), step):
         tracker.log_metrics(pending, step=step)
 
 
@@ -142,7 +153,7 @@ def train_worker(payload: dict, prepared=None) -> dict:
         torch.set_num_threads(max(1, int(cfg.dist.cpus_per_worker)))
     prepared = prepared or prepare(cfg)
     run_dir = Path(payload["run_dir"])
-    sink = RayCheckpoints() if payload.get("ray") else LocalCheckpoints(run_dir)
+    sink = RayCheckpoints(run_dir) if payload.get("ray") else LocalCheckpoints(run_dir)
     start = sink.latest()
     tracker = Tracker(cfg.experiment, run_id=payload["run_id"], uri=payload["tracking_uri"]) if ctx.is_main else None
     if start and tracker:
@@ -158,8 +169,9 @@ def train_worker(payload: dict, prepared=None) -> dict:
             logged["monitor/knn_top1"] = monitor(method.trunk)
         state.update(config=cfg.model_dump(), mlflow_run_id=payload["run_id"], metrics=logged)
         sink.save(state, {**logged, "epoch": epoch + 1}, ctx.is_main)  # first the checkpoint,
-        if tracker:
-            tracker.log_metrics(logged, step=epoch)  # then MLflow: a crash between is repaired above
+        if tracker:  # then MLflow (a crash between is repaired by log_pending), at most once per epoch
+            if not tracker.has_step(next(iter(logged)), epoch):  # an epoch re-run after a lost checkpoint
+                tracker.log_metrics(logged, step=epoch)
             if payload.get("tune") and not payload.get("ray"):  # a sweep trial run in-process
                 import ray.tune
 
