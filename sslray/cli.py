@@ -72,14 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step: shared loop vs plain PyTorch; eval: per-layer evaluation vs one epoch; "
                         "negatives: pirl/npid step vs K; trial, search: sweeps")
     b.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
-    b.add_argument("--methods", help="comma-separated methods (step: rotation,pirl; negatives: pirl,npid; search: rotation,jigsaw)")
+    b.add_argument("--methods", help="comma-separated methods (step: rotation,pirl; negatives: pirl,npid; "
+                                     "search: rotation,jigsaw)")
     b.add_argument("--negatives", metavar="K,K,...", help="negatives: the K values (default 1,4096,32000,65536)")
-    for flag, kind, what in (("batch", int, "batch size (128)"), ("width", float, "trunk width (0.25)"),
+    for flag, kind, what in (("batch", int, "batch size (128; trial, search: 100)"),
+                             ("width", float, "trunk width (0.25; trial, search: 0.125)"),
                              ("steps", int, "timed steps per repetition"), ("warmup", int, "untimed steps first"),
-                             ("reps", int, "interleaved repetitions"), ("threads", int, "torch CPU threads"),
-                             ("images", int, "eval: training images"), ("test-images", int, "eval: test images"),
-                             ("probe-epochs", int, "eval: linear probe epochs (30)"),
-                             ("feature-dim", int, "eval: pooled feature size (9216)"), ("seed", int, "seed (0)"),
+                             ("reps", int, "interleaved repetitions"),
+                             ("threads", int, "torch CPU threads (use 1 on a busy machine)"),
+                             ("images", int, "eval, trial, search: training images"),
+                             ("test-images", int, "eval: test images"),
+                             ("probe-epochs", int, "linear probe epochs (30; trial, search: 10)"),
+                             ("feature-dim", int, "pooled feature size (9216; trial, search: 2048)"),
+                             ("seed", int, "seed (0)"),
                              ("trials", int, "trial, search: trials per sweep (4)"),
                              ("epochs", int, "trial, search: epochs per trial")):
         b.add_argument(f"--{flag}", type=kind, help=what)

@@ -229,3 +229,29 @@ def test_mlflow_compare_view_shows_the_per_layer_metrics_of_a_study(tiny_sweep, 
             driver.quit()
         os.killpg(ui.pid, signal.SIGTERM)
         ui.wait(30)
+
+
+def test_asha_on_the_knn_monitor_stops_trials_before_their_evaluation(tmp_path, mlflow_runs):
+    import ray
+
+    study = {**TINY_STUDY, "search": "tpe", "params": {"optim.lr": {"loguniform": [0.001, 0.5]}},
+             "budget": {"trials": 4, "epochs": 2, "cpus_per_trial": 1},
+             "early_stopping": {"metric": "monitor/knn_top1", "mode": "max", "grace_epochs": 1}}
+    path = _write(tmp_path / "asha.yaml", study)
+    try:
+        assert main(["sweep", path, "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    c, runs = mlflow_runs("asha")
+    children = [r for r in runs if r.data.tags.get("sslray.role") == "trial"]
+    assert len(children) == 4 and len({r.data.params["optim.lr"] for r in children}) == 4  # TPE sampled 4 points
+    for r in children:
+        monitor = c.get_metric_history(r.info.run_id, "monitor/knn_top1")
+        assert monitor and all(0 <= m.value <= 1 for m in monitor)  # the proxy ASHA ranks trials on
+        reason = r.data.tags["sslray.stop_reason"]
+        if reason == "completed":
+            assert len(monitor) == 2 and "transfer/res3/top1" in r.data.metrics
+        else:  # stopped at a rung: never evaluated, so Optuna gets no objective (a pruned trial)
+            assert reason.startswith("early-stopped by ASHA after epoch 1") and r.info.status == "KILLED"
+            assert "transfer/res3/top1" not in r.data.metrics
+    assert any(r.data.tags["sslray.stop_reason"] == "completed" for r in children)

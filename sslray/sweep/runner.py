@@ -174,9 +174,9 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
                                        resume_unfinished=True, resume_errored=True)
         else:
             es = study.early_stopping
-            # max_t one past the last epoch: ASHA stops a trial that reaches max_t, and a trial that
-            # survives every rung must still run its per-layer evaluation and report the objective
-            scheduler = (ASHAScheduler(time_attr="epoch", metric=es.metric, mode=es.mode, max_t=b.epochs + 1,
+            # rungs lie below max_t = the last epoch, whose report is the final one (after the
+            # per-layer evaluation), so a trial that survives every rung is always evaluated
+            scheduler = (ASHAScheduler(time_attr="epoch", metric=es.metric, mode=es.mode, max_t=b.epochs,
                                        grace_period=min(es.grace_epochs, b.epochs), reduction_factor=es.reduction_factor)
                          if es and study.search == "tpe" else FIFOScheduler())
             if study.search == "grid":
@@ -205,12 +205,14 @@ def finalize(study: Study, parent_id: str) -> dict:
     best, sign = None, 1 if study.objective.mode == "max" else -1
     for r in children:
         reason = r.data.tags.get("sslray.stop_reason", "")
-        if r.info.status == "RUNNING":  # stopped by ASHA (or the driver died) before the evaluation
+        if reason in ("running", ""):  # stopped by ASHA (or the driver died) before its evaluation
             history = c.get_metric_history(r.info.run_id, "train/loss")
             epochs = max((m.step + 1 for m in history), default=0)
-            reason = f"early-stopped by ASHA after epoch {epochs}" if epochs < study.budget.epochs else "stopped"
+            reason = (f"early-stopped by ASHA after epoch {epochs}" if study.early_stopping and study.search == "tpe"
+                      else f"stopped after epoch {epochs} (the sweep was interrupted)")
             c.set_tag(r.info.run_id, "sslray.stop_reason", reason)
-            c.set_terminated(r.info.run_id, "KILLED")
+            if r.info.status in ("RUNNING", "FINISHED"):
+                c.set_terminated(r.info.run_id, "KILLED")
         value = r.data.metrics.get(study.objective.metric)
         if reason == "completed" and value is not None and (best is None or sign * value > sign * best[1]):
             best = (r, value)

@@ -172,7 +172,9 @@ def train_worker(payload: dict, prepared=None) -> dict:
         if tracker:  # then MLflow (a crash between is repaired by log_pending), at most once per epoch
             if not tracker.has_step(next(iter(logged)), epoch):  # an epoch re-run after a lost checkpoint
                 tracker.log_metrics(logged, step=epoch)
-            if payload.get("tune") and not payload.get("ray"):  # a sweep trial run in-process
+            # a sweep trial run in-process reports every epoch but the last to Tune: the last
+            # report comes after the per-layer evaluation, with the objective
+            if payload.get("tune") and not payload.get("ray") and epoch + 1 < cfg.epochs:
                 import ray.tune
 
                 ray.tune.report({**logged, "epoch": epoch + 1})
