@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import LAYERS
 from ..errors import UserError
 from ..tracking import client
+from .study import param_name
 
 
 def study_runs(name: str):
@@ -46,7 +47,7 @@ def report(name: str, out_dir: str = "reports") -> dict:
     mode, metric = objective[0], objective[1]
     import json
 
-    swept = ["settings." + k if "." not in k else k for k in json.loads(p.get("search_space", "{}"))]
+    swept = [param_name(k) for k in json.loads(p.get("search_space", "{}"))]
     x_key = next((k for k in swept), None)
     rows = []
     for r in children:

@@ -211,6 +211,11 @@ def load_study(ref: str, overrides: dict[str, Any] | None = None) -> Study:
     return study
 
 
+def param_name(key: str) -> str:
+    """The MLflow param a swept key is logged as (method settings are ``settings.<key>``)."""
+    return key if "." in key else f"settings.{key}"
+
+
 def trial_overrides(study: Study, sampled: dict[str, Any]) -> dict[str, Any]:
     """The ``--set`` overrides of one trial: the study's fixed config, data, budget and samples."""
     out = {f"data.{k}": v for k, v in study.data.items()}
