@@ -141,17 +141,15 @@ def cmd_eval(args) -> int:
 
     from .config import build_config
     from .train.checkpoint import load_checkpoint
-    from .train.run import evaluate_run, find_run_dir, prepare
+    from .train.run import evaluate_run, find_run_dir, mlflow_run_id, prepare
     from .tracking import Tracker
 
-    run_dir = find_run_dir(args.run, "runs")
-    base = load_checkpoint(run_dir)["config"] if (run_dir / "checkpoint.pt").exists() else None
+    run_dir = find_run_dir(args.run, "runs")  # always a folder with a checkpoint
+    base = load_checkpoint(run_dir)["config"]
     cfg = build_config(base["method"], _overrides(args), base)
     prepared = prepare(cfg)
     prepared.method.trunk.load_state_dict(torch.load(run_dir / "trunk.pt", weights_only=True))
-    import json
-
-    tracker = Tracker(cfg.experiment, run_id=json.loads((run_dir / "run.json").read_text())["mlflow_run_id"])
+    tracker = Tracker(cfg.experiment, run_id=mlflow_run_id(run_dir))
     evaluate_run(prepared, run_dir, tracker, progress=not args.quiet)
     tracker.finish()
     return 0

@@ -128,20 +128,15 @@ def _parent_run(study: Study, resume: bool) -> str:
 
 def concurrency(study: Study) -> int:
     """How many trials fit the cluster at once; a trial that cannot fit at all is a UserError."""
-    import ray
+    from ..train.launch import cluster_fit
 
     b = study.budget
-    total = ray.cluster_resources()
-    limits = []
-    for kind, per in (("CPU", b.cpus_per_trial), ("GPU", b.gpus_per_trial)):
-        if per:
-            need = per * b.workers_per_trial
-            have = total.get(kind, 0)
-            if need > have + 1e-9:
-                raise UserError(f"study {study.name}: budget needs {need:g} {kind}s per trial "
-                                f"({b.workers_per_trial} workers x {per:g}); the cluster has {have:g}")
-            limits.append(int(have // need))
-    n = min(limits) if limits else 1
+    n, short = cluster_fit(b.workers_per_trial, b.cpus_per_trial, b.gpus_per_trial)
+    if short:
+        kind, need, have, _ = short
+        per = b.gpus_per_trial if kind == "GPU" else b.cpus_per_trial
+        raise UserError(f"study {study.name}: budget needs {need:g} {kind}s per trial "
+                        f"({b.workers_per_trial} workers x {per:g}); the cluster has {have:g}")
     return max(1, min(n, b.max_concurrent or n, b.trials))
 
 

@@ -58,19 +58,34 @@ def check_storage(path: str) -> None:
         raise UserError(f"storage path {path} is not writable: {e.strerror or e}") from None
 
 
+def cluster_fit(workers: int, cpus: float, gpus: float) -> tuple[int, tuple | None]:
+    """How many groups of ``workers`` x (``cpus``, ``gpus``) the connected cluster holds at once,
+    and the first resource a single group cannot get: ``(kind, need, total, free)`` or None."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    counts, short = [], None
+    for kind, per in (("GPU", gpus), ("CPU", cpus)):
+        if not per:
+            continue
+        need, have = workers * per, total.get(kind, 0)
+        if need > have + 1e-9 and short is None:
+            short = (kind, need, have, free.get(kind, 0))
+        counts.append(int(have // need))
+    return (min(counts) if counts else 1), short
+
+
 def check_cluster(cfg, run_dir: Path) -> None:
     """Fail fast, in one line, if the request cannot run on the cluster."""
     check_storage(storage_path(cfg, run_dir))
     connect(cfg.dist.address)
-    import ray
-
     d = cfg.dist
-    total, free = ray.cluster_resources(), ray.available_resources()
-    for kind, per in (("GPU", d.gpus_per_worker), ("CPU", d.cpus_per_worker)):
-        need = d.workers * per
-        if need > total.get(kind, 0) + 1e-9:
-            raise UserError(f"asked for {need:g} {kind}s ({d.workers} workers x {per:g}); the cluster has "
-                            f"{total.get(kind, 0):g} {kind}s, {free.get(kind, 0):g} free")
+    per = {"GPU": d.gpus_per_worker, "CPU": d.cpus_per_worker}
+    _, short = cluster_fit(d.workers, d.cpus_per_worker, d.gpus_per_worker)
+    if short:
+        kind, need, have, free = short
+        raise UserError(f"asked for {need:g} {kind}s ({d.workers} workers x {per[kind]:g}); the cluster has "
+                        f"{have:g} {kind}s, {free:g} free")
 
 
 def launch_ray(payload: dict, cfg, run_dir: Path) -> dict:

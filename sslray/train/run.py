@@ -79,6 +79,11 @@ def find_run_dir(target: str, output_dir: str, method: str | None = None) -> Pat
     raise UserError(f"cannot resume: {what}")
 
 
+def mlflow_run_id(run_dir: Path) -> str:
+    """The MLflow run a run folder belongs to (written in its ``run.json``)."""
+    return json.loads((Path(run_dir) / "run.json").read_text())["mlflow_run_id"]
+
+
 def resolved_params(p: Prepared) -> dict:
     """Values the config leaves to the machine, logged so a run is reproducible from MLflow alone."""
     trunk = p.method.trunk
@@ -103,7 +108,7 @@ def run(p: Prepared, resume_from: Path | None = None, progress: bool = True, *, 
     cfg, method = p.cfg, p.method
     if resume_from:
         run_dir = Path(resume_from)
-        run_id = json.loads((run_dir / "run.json").read_text())["mlflow_run_id"]
+        run_id = mlflow_run_id(run_dir)
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = run_dir or Path(cfg.output_dir) / f"{cfg.method}-{stamp}-{secrets.token_hex(2)}"
