@@ -9,7 +9,8 @@ from conftest import TINY
 
 from sslray import LAYERS
 from sslray.cli import main
-from sslray.components.losses import embedding_std, info_nce, npid_nce_loss, nt_xent, pirl_nce_loss, soft_cross_entropy
+from sslray.components.losses import (embedding_std, info_nce, npid_nce_loss, nt_xent, pirl_nce_loss, soft_cross_entropy,
+                                      softplus_row_sum)
 from sslray.components.memory_bank import MemoryBank
 from sslray.components.queue import KeyQueue, frozen_copy, momentum_update
 from sslray.methods import DataInfo, get_method
@@ -48,6 +49,29 @@ def test_pirl_nce_loss_is_the_lectures_formula():
             return math.exp(float(s) / tau) / (math.exp(float(s) / tau) + noise)
         total += -math.log(h(pos[b])) - sum(math.log(1 - h(s)) for s in neg[b])
     assert float(pirl_nce_loss(pos, neg, tau)) == pytest.approx(total / len(pos), rel=1e-9)
+
+
+def test_pirl_nce_loss_gradient_matches_autograd_of_the_formula():
+    torch.manual_seed(0)
+    pos = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    neg = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, n: pirl_nce_loss(p, n, 0.3), (pos, neg))
+
+    def plain(p, n, tau):  # the formula, differentiated by autograd
+        noise = torch.logsumexp(n / tau, 1, keepdim=True)
+        return -(p / tau - torch.logaddexp(p / tau, noise[:, 0])
+                 + (noise - torch.logaddexp(n / tau, noise)).sum(1)).mean()
+    ours = torch.autograd.grad(pirl_nce_loss(pos, neg * 3, 0.07), (pos, neg))
+    theirs = torch.autograd.grad(plain(pos, neg * 3, 0.07), (pos, neg))
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(ours, theirs))
+
+
+def test_softplus_row_sum_matches_softplus_with_its_gradient():
+    x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(softplus_row_sum, (x,))
+    assert torch.allclose(softplus_row_sum(x), F.softplus(x).sum(1))
+    big = torch.tensor([[100.0, -3.0]])  # exp(100) overflows float32: falls back, stays finite
+    assert torch.allclose(softplus_row_sum(big), F.softplus(big).sum(1)) and torch.isfinite(softplus_row_sum(big)).all()
 
 
 def test_info_nce_is_the_softmax_over_positive_and_negatives():
@@ -115,6 +139,35 @@ def test_memory_bank_samples_k_negatives_never_the_positive():
         assert set(row.tolist()) == set(range(6)) - {int(own)}  # but every other image
     assert bank.negatives(idx, 9).shape == (4, 9, 3)
     assert (bank.sample(idx, 500, exclude_self=False) == idx[:, None]).any()
+
+
+def test_shared_negative_draw_scores_other_entries_uniformly():
+    torch.manual_seed(0)
+    bank = MemoryBank(6, 6)
+    bank.bank.copy_(torch.eye(6))  # entry j is e_j: a dot product with a one-hot query names the entry
+    idx = torch.tensor([0, 3, 5, 3])
+    q = torch.arange(6.).repeat(4, 1)  # dot(q, e_j) = j: the score says which entry was drawn
+    dots, again = bank.negative_dots([q, q * 2], idx, 3000)
+    assert dots.shape == (4, 3000) and torch.equal(again, dots * 2)  # one draw serves every query
+    for row, own in zip(dots, idx):
+        counts = torch.bincount(row.long(), minlength=6)
+        assert counts[own] == 0  # never the image itself
+        others = counts[torch.arange(6) != own].float()
+        assert (others - 600).abs().max() < 90  # uniform over the 5 others (expect 600 each)
+    # columns without a clash are one draw shared by the rows; the per-row path is independent
+    same = (dots == dots[:1]).all(0).float().mean()
+    assert same > 0.4  # no clash with rows 0, 3 or 5: half the columns
+    per_row, = bank.negative_dots([q], idx, 3000, shared=False)
+    assert (per_row == per_row[:1]).all(0).float().mean() < 0.1
+    assert all(own not in row.long() for row, own in zip(per_row, idx))
+
+
+def test_shared_negatives_carry_gradients_to_the_query():
+    bank = MemoryBank(50, 8)
+    q = torch.randn(4, 8, requires_grad=True)
+    dots, = bank.negative_dots([q], torch.arange(4), 200)
+    dots.sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
 
 
 def test_key_queue_is_fifo_and_wraps():
@@ -218,10 +271,14 @@ def test_pirl_step_gives_every_parameter_a_gradient_and_updates_the_bank(setting
 def test_pirl_similarities_are_cosine_and_negative_squared_distance():
     m = _method("pirl", negatives=8, similarity="l2", transform="rotation")
     a, bank = torch.randn(3, 128), F.normalize(torch.randn(3, 5, 128), dim=-1)
-    assert torch.allclose(m.similarity(a, bank), -((a[:, None] - bank) ** 2).sum(-1), atol=1e-4)
-    assert torch.allclose(m.similarity(a, bank[:, 0]), -((a - bank[:, 0]) ** 2).sum(-1), atol=1e-4)
+
+    def sim(a, entries):  # s from the dot products of query(a), as forward computes it
+        return m.similarity(a, torch.einsum("bd,b...d->b...", m.query(a), entries))
+
+    assert torch.allclose(sim(a, bank), -((a[:, None] - bank) ** 2).sum(-1), atol=1e-4)
+    assert torch.allclose(sim(a, bank[:, 0]), -((a - bank[:, 0]) ** 2).sum(-1), atol=1e-4)
     m.settings = m.Settings(negatives=8, similarity="cosine", transform="rotation")
-    assert torch.allclose(m.similarity(a, bank), F.cosine_similarity(a[:, None], bank, dim=-1), atol=1e-5)
+    assert torch.allclose(sim(a, bank), F.cosine_similarity(a[:, None], bank, dim=-1), atol=1e-5)
 
 
 def test_npid_estimates_z_once_and_moco_keys_follow_the_queries():

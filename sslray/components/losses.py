@@ -28,7 +28,30 @@ def npid_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, log_
     """
     k = neg.shape[1]
     shift = log_z + math.log(k / num_data)
-    return -(F.logsigmoid(pos / temperature - shift) + F.logsigmoid(shift - neg / temperature).sum(1)).mean()
+    # -log sigmoid(shift - n / tau) = softplus(n / tau - shift), summed over the K negatives
+    return (softplus_row_sum(neg / temperature - shift) - F.logsigmoid(pos / temperature - shift)).mean()
+
+
+def softplus_row_sum(x: torch.Tensor) -> torch.Tensor:
+    """``softplus(x).sum(1)`` for a ``(B, K)`` tensor, as ``log(1 + exp(x))`` with the gradient
+    ``sigmoid(x)`` written out: on CPU about 10x faster than ``F.softplus`` at K = 32k. Where an
+    entry is large enough for ``exp`` to overflow it falls back to ``F.softplus``."""
+    if x.numel() and float(x.detach().amax()) > 40:
+        return F.softplus(x).sum(1)
+    return _SoftplusRowSum.apply(x)
+
+
+class _SoftplusRowSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        e = x.exp()
+        ctx.save_for_backward(e)
+        return (e + 1).log_().sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        e, = ctx.saved_tensors
+        return (e / (e + 1)).mul_(grad[:, None])
 
 
 def pirl_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -38,12 +61,47 @@ def pirl_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> t
     with ``N`` the anchor's negatives, and ``k + 1`` binary problems:
     ``L = -log h(a, positive) - sum_{n in N} log(1 - h(a, n))``. (The paper's own ``h`` puts the
     constant ``|D_N| / |D|`` where the lecture puts the sum over negatives.)
+
+    With ``S = log sum_n exp(s_n / tau)`` and ``w_n = exp(s_n / tau - S)`` (a softmax over the
+    negatives), ``log(1 - h(a, n)) = -log(1 + w_n)``. The gradient is written out by hand
+    (:class:`_PirlNCE`) so that the ``(B, K)`` negatives are read a few times instead of through
+    a dozen autograd passes: at K = 32k this loss was most of a CPU step.
     """
-    p, n = pos / temperature, neg / temperature
-    noise = torch.logsumexp(n, 1)  # log sum_n exp(s(a, n) / tau)
-    log_h_pos = p - torch.logaddexp(p, noise)
-    log_1m_h_neg = noise[:, None] - torch.logaddexp(n, noise[:, None])
-    return -(log_h_pos + log_1m_h_neg.sum(1)).mean()
+    return _PirlNCE.apply(pos, neg, temperature)
+
+
+class _PirlNCE(torch.autograd.Function):
+    """``L = mean_b [log(e^p + e^S) - p + sum_n log(1 + w_n)]`` with ``p = pos / tau``.
+
+    ``dL/dp = -(1 - h_pos)``; ``dL/dS = (1 - h_pos) - sum_n w_n / (1 + w_n)`` and ``dS/ds_n =
+    w_n``, so ``dL/ds_n = w_n / (1 + w_n) + w_n dL/dS`` (then divided by tau and by B).
+    """
+
+    @staticmethod
+    def forward(ctx, pos, neg, temperature):
+        p = pos / temperature
+        top = neg.amax(1, keepdim=True)
+        w = neg.sub(top).div_(temperature).exp_()  # exp((s_n - max) / tau)
+        total = w.sum(1, keepdim=True)
+        w.div_(total)  # w_n = exp(s_n / tau - S)
+        big_s = (top / temperature + total.log()).squeeze(1)
+        log_h_pos = p - torch.logaddexp(p, big_s)
+        # log(1 + w) rather than log1p(w): 10x faster on CPU (log is vectorised, log1p is not here);
+        # the rounding of 1 + w only touches the logged value, not the gradient below
+        loss = (torch.log(w + 1).sum(1) - log_h_pos).mean()
+        ctx.save_for_backward(w, log_h_pos)
+        ctx.temperature = temperature
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        w, log_h_pos = ctx.saved_tensors
+        scale = grad / (len(w) * ctx.temperature)
+        miss = 1 - log_h_pos.exp()  # 1 - h_pos
+        sig = w / (1 + w)
+        d_s = miss - sig.sum(1)
+        d_neg = sig.addcmul_(w, d_s[:, None]).mul_(scale)
+        return -miss * scale, d_neg, None
 
 
 def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> torch.Tensor:

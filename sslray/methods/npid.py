@@ -31,6 +31,9 @@ class NPIDSettings(MethodSettings):
     loss: Literal["nce", "softmax"] = Field(
         "nce", description="nce = the paper's NCE with a constant Z; softmax = cross-entropy over positive + K")
     strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation (0 = crop + flip only)")
+    shared_negatives: bool = Field(
+        True, description="one draw of K entries per step for the whole batch (a row's own entry swapped "
+                          "out); False = a draw per row as in the paper's code, slower at large K")
 
 
 @register
@@ -59,7 +62,8 @@ class NPID(Method):
         s = self.settings
         z = F.normalize(self.head(self.trunk(augmented_view(x, s.strength))), dim=1)
         pos = (z * self.bank.get(idx)).sum(1).float()  # losses in float32 whatever the autocast dtype
-        neg = torch.einsum("bd,bkd->bk", z, self.bank.negatives(idx, self.negatives)).float()
+        neg, = self.bank.negative_dots([z], idx, self.negatives, s.shared_negatives)
+        neg = neg.float()
         if s.loss == "nce":
             if torch.isnan(self.log_z):  # Monte-Carlo estimate Z = n * E[exp(s / tau)], same on every rank
                 mean_exp = gather(torch.exp(neg.detach() / s.temperature).mean()[None]).mean()

@@ -50,6 +50,9 @@ class PIRLSettings(MethodSettings):
     permutations: int | None = Field(
         None, ge=2, description="jigsaw: draw shuffles from a max-Hamming subset of this size (None = any of grid^2!)")
     strength: float = Field(0.5, ge=0, description="colour jitter strength of the image augmentation")
+    shared_negatives: bool = Field(
+        True, description="one draw of K bank entries per step for the whole batch (a row's own entry swapped "
+                          "out); False = a draw per row as in the paper's code, slower at large K")
 
 
 def random_rotation(x: torch.Tensor) -> torch.Tensor:
@@ -125,15 +128,17 @@ class PIRL(Method):
             perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
         return self.g(self.trunk, shuffle_tiles(tiles, perms))
 
-    def similarity(self, a: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-        """s(a, m) of embeddings ``(B, D)`` to bank entries ``(B, D)`` or ``(B, K, D)``."""
-        one = bank.dim() == 2
-        bank = bank[:, None] if one else bank
-        if self.settings.similarity == "cosine":
-            sim = torch.einsum("bd,bkd->bk", F.normalize(a, dim=1), bank)
-        else:  # -|a - m|^2 expanded, so that no (B, K, D) difference tensor is built
-            sim = 2 * torch.einsum("bd,bkd->bk", a, bank) - a.pow(2).sum(1, keepdim=True) - bank.pow(2).sum(-1)
-        return (sim[:, 0] if one else sim).float()  # losses in float32 whatever the autocast dtype
+    def query(self, a: torch.Tensor) -> torch.Tensor:
+        """The vector whose dot products with bank entries give s: a/|a| for cosine, a for l2."""
+        return F.normalize(a, dim=1) if self.settings.similarity == "cosine" else a
+
+    def similarity(self, a: torch.Tensor, dots: torch.Tensor) -> torch.Tensor:
+        """s(a, m) from the dot products ``(B,)`` or ``(B, K)`` of :meth:`query` (a) with unit bank
+        entries m: cosine is the dot product itself; ``-|a - m|^2 = 2 a.m - |a|^2 - 1``."""
+        if self.settings.similarity == "l2":
+            norm = a.pow(2).sum(1)
+            dots = 2 * dots - (norm if dots.dim() == 1 else norm[:, None]) - 1
+        return dots.float()  # losses in float32 whatever the autocast dtype
 
     def forward(self, x, y, idx):
         s = self.settings
@@ -141,11 +146,13 @@ class PIRL(Method):
         f = self.f(self.trunk(x))
         g = self.embed_transformed(x)
         m = self.bank.get(idx)
-        negatives = self.bank.negatives(idx, self.negatives)
+        qf, qg = self.query(f), self.query(g)
+        neg_f, neg_g = self.bank.negative_dots([qf, qg], idx, self.negatives, s.shared_negatives)
+        pos_f, pos_g = (qf * m.to(qf.dtype)).sum(1), (qg * m.to(qg.dtype)).sum(1)
+        pos_g, neg_g = self.similarity(g, pos_g), self.similarity(g, neg_g)
         loss_fn = pirl_nce_loss if s.loss == "nce" else info_nce
-        pos_g, neg_g = self.similarity(g, m), self.similarity(g, negatives)
         loss = (s.lam * loss_fn(pos_g, neg_g, s.temperature)
-                + (1 - s.lam) * loss_fn(self.similarity(f, m), self.similarity(f, negatives), s.temperature))
+                + (1 - s.lam) * loss_fn(self.similarity(f, pos_f), self.similarity(f, neg_f), s.temperature))
         self.bank.update(idx, f)
         acc = (pos_g.detach()[:, None] > neg_g.detach()).all(1).float().mean()  # m_I nearest to g(v_It)
         return {"loss": loss, "acc": acc, "embed_std": embedding_std(f)}
