@@ -1,4 +1,4 @@
-"""``sslray`` command line: train, evaluate, list methods, open the MLflow UI.
+"""``sslray`` command line: train, evaluate, compare runs, sweep, report, list methods, open the MLflow UI.
 
 Every user mistake ends in one line on stderr and exit status 2, never a traceback.
 """
@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study", help="the study name (its MLflow experiment)")
     r.add_argument("--out", default="reports", help="folder for the figures")
     r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("compare", help="finished runs side by side: per-layer probe/kNN tables (Markdown), "
+                                       "invariance per transform, one plot")
+    c.add_argument("runs", nargs="+", help="run folders (or MLflow run ids of runs under --runs-dir)")
+    c.add_argument("--runs-dir", default="runs", help="where to look up run ids")
+    c.add_argument("--plot", metavar="PNG", help="also draw every run's per-layer probe curve in one figure")
+    c.add_argument("--no-invariance", action="store_true", help="leave out the invariance tables")
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
@@ -177,6 +185,13 @@ def cmd_report(args) -> int:
     from .sweep.report import report
 
     report(args.study, args.out)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    print(compare(args.runs, args.runs_dir, plot=args.plot, invariance=not args.no_invariance))
     return 0
 
 

@@ -156,3 +156,43 @@ def test_eval_command_evaluates_a_finished_run_in_its_own_mlflow_run(mlflow_runs
     assert len(again) == 1 and again[0].info.run_id == runs[0].info.run_id
     assert all(f"transfer/{layer}/top1" in again[0].data.metrics for layer in LAYERS)
     assert (run_dir / "per_layer.png").exists()
+
+
+def _fake_run(root, name, method, settings, metrics, epochs=10):
+    import json
+
+    import yaml
+    d = root / name
+    d.mkdir()
+    (d / "config.yaml").write_text(yaml.safe_dump({"method": method, "settings": settings, "epochs": epochs}))
+    (d / "run.json").write_text(json.dumps({"method": method, "mlflow_run_id": f"id-{name}"}))
+    (d / "transfer.json").write_text(json.dumps(metrics))
+    return d
+
+
+def test_compare_labels_runs_by_what_differs_and_tabulates_every_layer(tmp_path, capsys):
+    from sslray.cli import main
+
+    a = _fake_run(tmp_path, "a", "jigsaw", {"permutations": 100, "grid": 3},
+                  {"transfer/conv1/top1": 0.4, "transfer/res5/top1": 0.231, "knn/res5/top1": 0.2,
+                   "invariance/rotation/chance": 0.25, "invariance/rotation/res5/cosine": 0.84,
+                   "invariance/rotation/res5/probe_top1": 0.344})
+    b = _fake_run(tmp_path, "b", "jigsaw", {"permutations": 1000, "grid": 3}, {"transfer/conv1/top1": 0.5})
+    c = _fake_run(tmp_path, "c", "rotation", {"k": 4}, {"transfer/res5/top1": 0.369})
+    png = tmp_path / "cmp.png"
+    assert main(["compare", str(a), str(b), "id-c", "--runs-dir", str(tmp_path), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| jigsaw permutations=100 | 40.0 | 23.1 |" in out  # grid is the same: not in the label
+    assert "| jigsaw permutations=1000 | 50.0 | – |" in out
+    assert "| rotation | – | 36.9 |" in out  # found by its MLflow run id
+    assert "| jigsaw permutations=100 | 0.84 / 34.4 |" in out and "chance 25.0 %" in out
+    assert png.stat().st_size > 1000
+
+
+def test_compare_of_an_unevaluated_run_is_one_line(tmp_path, capsys):
+    from sslray.cli import main
+
+    (tmp_path / "half").mkdir()
+    assert main(["compare", str(tmp_path / "half")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no transfer.json" in err and "\n" not in err

@@ -45,6 +45,13 @@ def test_every_shipped_study_validates(path):
         assert len(grid_points(study)) >= 2
 
 
+def test_set_on_a_study_reaches_data_budget_and_dotted_config_keys():
+    study = load_study("negatives", {"data.limit": 321, "budget.trials": 3, "config.trunk.width": 0.25,
+                                     "name": "negatives-big"})
+    assert study.data["limit"] == 321 and study.budget.trials == 3 and study.name == "negatives-big"
+    assert study.config["trunk.width"] == 0.25 and study.config["eval.feature_dim"] == 4096
+
+
 def test_conditional_parameters_apply_only_to_their_methods():
     study = load_study(str(ROOT / "ablations" / "invariance.yaml"))
     points = grid_points(study)

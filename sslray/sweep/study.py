@@ -180,7 +180,12 @@ def load_space(ref: str, base: Path) -> SearchSpace:
 
 
 def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:
+    """``--set`` on a study: dotted keys walk the YAML (``budget.trials=4``, ``data.limit=5000``),
+    except under ``config``, whose keys are run settings and stay dotted (``config.trunk.width=0.25``)."""
     for key, value in overrides.items():
+        if key.startswith("config."):
+            tree.setdefault("config", {})[key.removeprefix("config.")] = value
+            continue
         node = tree
         *parents, leaf = key.split(".")
         for p in parents:
