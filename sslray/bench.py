@@ -445,7 +445,7 @@ def small_study(images: int, width: float, batch: int, epochs: int, threads: int
             "objective": {"metric": "transfer/res3/top1", "mode": "max"}}
 
 
-def bench_trial(trials: int = 4, images: int = 500, batch: int = 100, width: float = 0.125, epochs: int = 1,
+def bench_trial(trials: int = 8, images: int = 500, batch: int = 100, width: float = 0.125, epochs: int = 1,
                 reps: int = 1, probe_epochs: int | None = None, feature_dim: int | None = None, seed: int = 0,
                 json_path: str | None = None) -> dict:
     """A grid sweep of ``trials`` short rotation trials (one at a time, ``epochs`` each) against

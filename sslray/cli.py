@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                              ("probe-epochs", int, "linear probe epochs (30; trial, search: 10)"),
                              ("feature-dim", int, "pooled feature size (9216; trial, search: 2048)"),
                              ("seed", int, "seed (0)"),
-                             ("trials", int, "trial, search: trials per sweep (4)"),
+                             ("trials", int, "trials per sweep (trial: 8, search: 4)"),
                              ("epochs", int, "trial, search: epochs per trial")):
         b.add_argument(f"--{flag}", type=kind, help=what)
     b.add_argument("--profile", action="store_true", help="step: also print torch.profiler's top ops")
