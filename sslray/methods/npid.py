@@ -29,7 +29,8 @@ class NPIDSettings(MethodSettings):
         None, ge=1, description=f"K noise samples per image; default the paper's {PAPER_NEGATIVES} capped at N-1")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
     loss: Literal["nce", "softmax"] = Field(
-        "nce", description="nce = the paper's NCE with a constant Z; softmax = cross-entropy over positive + K")
+        "nce", description="nce = the paper's NCE with Z estimated once (diverged on 32-px CIFAR at quarter "
+                           "width, see README); softmax = cross-entropy over positive + K")
     strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation (0 = crop + flip only)")
     shared_negatives: bool = Field(
         True, description="one draw of K entries per step for the whole batch (a row's own entry swapped "
