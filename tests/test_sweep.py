@@ -142,6 +142,15 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
                                                                           "report/per_layer_best.png"}
 
 
+def test_report_labels_every_stop_reason():
+    from sslray.sweep.report import stop_label
+
+    assert stop_label("completed") == "done"
+    assert stop_label("failed: FloatingPointError: loss is nan at epoch 1") == "failed"
+    assert stop_label("early-stopped by ASHA after epoch 2") == "ASHA@2"
+    assert stop_label("stopped after epoch 1 (the sweep was interrupted)") == "stopped"
+
+
 def test_report_of_an_unknown_study_is_one_line(capsys):
     assert main(["report", "never-ran"]) == 2
     assert "no study 'never-ran'" in capsys.readouterr().err

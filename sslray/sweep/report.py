@@ -40,6 +40,17 @@ def _num(v):
     return v
 
 
+def stop_label(reason: str) -> str:
+    """A stop reason in a few characters: done, failed, ASHA@<epoch>, or stopped."""
+    if reason == "completed":
+        return "done"
+    if reason.startswith("failed"):
+        return "failed"
+    if reason.startswith("early-stopped by ASHA after epoch"):
+        return "ASHA@" + reason.rsplit(" ", 1)[-1]
+    return "stopped"
+
+
 def report(name: str, out_dir: str = "reports") -> dict:
     c, parent, children = study_runs(name)
     p = parent.data.params
@@ -66,9 +77,12 @@ def report(name: str, out_dir: str = "reports") -> dict:
     print(head)
     for r in rows:
         sw = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items())
-        stop = "done" if r["reason"] == "completed" else "stopped"
+        stop = stop_label(r["reason"])
         cells = "".join(f"{100 * v:7.1f}" if v is not None else f"{'-':>7}" for v in r["transfer"].values())
         print(f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{stop:<10}{cells}")
+    for r in rows:
+        if r["reason"].startswith("failed"):
+            print(f"  trial {r['trial']} {r['reason']}")
     done = [r for r in rows if r["objective"] is not None]
     best = done[0] if done else None
     if best:

@@ -75,7 +75,7 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     import ray.tune
 
     from ..config import build_config
-    from ..train.run import prepare, run
+    from ..train.run import mlflow_run_id, prepare, run
 
     study = Study.model_validate_json(study_json)
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -93,7 +93,13 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     resume = run_dir if (run_dir / "run.json").exists() else None
     tags = {"mlflow.parentRunId": parent_id, "sslray.study": study.name, "sslray.trial_id": trial_id,
             "sslray.role": "trial", "sslray.stop_reason": "running"}
-    result = run(prepared, resume_from=resume, progress=False, run_dir=run_dir, tags=tags, tune=True)
+    try:
+        result = run(prepared, resume_from=resume, progress=False, run_dir=run_dir, tags=tags, tune=True)
+    except Exception as e:  # a diverged or broken trial: say why on its MLflow run, then let Tune see it
+        if (run_dir / "run.json").exists():
+            client(uri).set_tag(mlflow_run_id(run_dir), "sslray.stop_reason",
+                                f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:250])
+        raise
     final = client(uri).get_run(result["run_id"]).data.metrics
     objective = final.get(study.objective.metric)
     report = {k: v for k, v in final.items() if "/" in k}
@@ -205,7 +211,10 @@ def finalize(study: Study, parent_id: str) -> dict:
     best, sign = None, 1 if study.objective.mode == "max" else -1
     for r in children:
         reason = r.data.tags.get("sslray.stop_reason", "")
-        if reason in ("running", ""):  # stopped by ASHA (or the driver died) before its evaluation
+        if reason in ("running", "") and r.info.status == "FAILED":
+            reason = "failed"
+            c.set_tag(r.info.run_id, "sslray.stop_reason", reason)
+        elif reason in ("running", ""):  # stopped by ASHA (or the driver died) before its evaluation
             history = c.get_metric_history(r.info.run_id, "train/loss")
             epochs = max((m.step + 1 for m in history), default=0)
             reason = (f"early-stopped by ASHA after epoch {epochs}" if study.early_stopping and study.search == "tpe"
