@@ -272,3 +272,22 @@ def test_asha_on_the_knn_monitor_stops_trials_before_their_evaluation(tmp_path, 
             assert reason.startswith("early-stopped by ASHA after epoch 1") and r.info.status == "KILLED"
             assert "transfer/res3/top1" not in r.data.metrics
     assert any(r.data.tags["sslray.stop_reason"] == "completed" for r in children)
+
+
+def test_report_plots_invariance_per_transform_and_one_curve_per_variant(tmp_path, capsys):
+    from sslray.sweep.report import _plots, _print_invariance
+
+    def row(method, swept, top, probe):
+        return {"run": method, "trial": "t", "method": method, "reason": "completed", "swept": swept, "objective": top,
+                "transfer": {layer: top for layer in LAYERS}, "knn": {layer: None for layer in LAYERS},
+                "invariance": {"rotation/chance": 0.25, **{f"rotation/{layer}/probe_top1": probe for layer in LAYERS}}}
+    rows = [row("rotation", {}, 0.35, 0.48), row("pirl", {"settings.transform": "rotation"}, 0.33, 0.41),
+            row("pirl", {"settings.transform": "jigsaw"}, 0.32, 0.38)]
+    figs = _plots("inv", rows, None, tmp_path, ["transfer", "knn", "invariance"])
+    assert [f.name for f in figs] == ["per_layer_best.png", "invariance.png"]  # no swept x: no metric-vs-x figure
+    _print_invariance(rows)
+    out = capsys.readouterr().out
+    assert "invariance to rotation: probe top-1 predicting it (chance 25 %)" in out
+    assert "pirl transform=jigsaw" in out and "38.0" in out and "48.0" in out
+    figs = _plots("neg", rows, "settings.transform", tmp_path / "x")
+    assert [f.name for f in figs] == ["metric_vs_swept.png", "per_layer_best.png"]  # only pirl has the x

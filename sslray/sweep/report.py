@@ -60,6 +60,9 @@ def report(name: str, out_dir: str = "reports") -> dict:
 
     swept = [param_name(k) for k in json.loads(p.get("search_space", "{}"))]
     x_key = next((k for k in swept), None)
+    if "report.x" in p:  # the study's own choice (studies logged before it: the first swept key)
+        x_key = param_name(p["report.x"]) if p["report.x"] not in ("None", "") else None
+    families = p.get("report.families", "transfer,knn").split(",")
     rows = []
     for r in children:
         m, prm = r.data.metrics, r.data.params
@@ -68,7 +71,8 @@ def report(name: str, out_dir: str = "reports") -> dict:
                      "swept": {k: _num(prm.get(k)) for k in swept if k in prm},
                      "objective": m.get(metric),
                      "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
-                     "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS}})
+                     "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS},
+                     "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")}})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
     print(f"study {name}: {p.get('question', '')}")
@@ -87,8 +91,10 @@ def report(name: str, out_dir: str = "reports") -> dict:
     best = done[0] if done else None
     if best:
         print(f"best: {best['method']} {best['swept']}  {metric} = {100 * best['objective']:.1f}%  (run {best['run']})")
+    if "invariance" in families:
+        _print_invariance(done)
     out = Path(out_dir) / name
-    figures = _plots(name, done, x_key, out) if done else []
+    figures = _plots(name, done, x_key, out, families) if done else []
     for f in figures:
         c.log_artifact(parent.info.run_id, str(f), "report")
     for f in figures:
@@ -96,11 +102,39 @@ def report(name: str, out_dir: str = "reports") -> dict:
     return {"best": best, "rows": rows, "figures": [str(f) for f in figures]}
 
 
+def _group(r: dict, x_key: str | None) -> str:
+    """A trial's curve label: its method and every swept value except the plotted x."""
+    return " ".join([r["method"]] + [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items() if k != x_key])
+
+
+def _best_per_group(rows: list[dict], x_key: str | None) -> dict[str, dict]:
+    best: dict[str, dict] = {}
+    for r in rows:  # rows come sorted best first
+        best.setdefault(_group(r, x_key), r)
+    return best
+
+
+def _transforms(rows: list[dict]) -> list[str]:
+    return sorted({k.split("/")[0] for r in rows for k in r["invariance"]})
+
+
+def _print_invariance(rows: list[dict]) -> None:
+    """Per transform: the probe's top-1 at predicting it from each layer (chance = invariant)."""
+    for t in _transforms(rows):
+        have = [r for r in rows if f"{t}/chance" in r["invariance"]]
+        print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariance'][f'{t}/chance']:.0f} %)")
+        for r in have:
+            cells = "".join(f"{100 * r['invariance'][f'{t}/{layer}/probe_top1']:7.1f}"
+                            if f"{t}/{layer}/probe_top1" in r["invariance"] else f"{'-':>7}" for layer in LAYERS)
+            print(f"  {_group(r, None)[:58]:<60}{cells}")
+
+
 def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _plots(name: str, rows: list[dict], x_key: str | None, out: Path) -> list[Path]:
+def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
+           families: list[str] = ("transfer", "knn")) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,8 +142,8 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path) -> list[Pa
 
     out.mkdir(parents=True, exist_ok=True)
     figures = []
-    methods = sorted({r["method"] for r in rows})
-    if x_key:
+    methods = sorted({r["method"] for r in rows if x_key in r["swept"]})
+    if x_key and methods:
         fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), dpi=110, squeeze=False)
         for ax, method in zip(axes[0], methods):
             rs = [r for r in rows if r["method"] == method and x_key in r["swept"]]
@@ -136,13 +170,13 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path) -> list[Pa
         plt.close(fig)
         figures.append(path)
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    for method in methods:
-        best = max((r for r in rows if r["method"] == method), key=lambda r: r["objective"])
+    for label, best in _best_per_group(rows, x_key).items():
         layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]
-        label = method + " " + " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in best["swept"].items())
-        ax.plot(layers, [100 * best["transfer"][layer] for layer in layers], marker="o", label=label[:40])
+        if x_key in best["swept"]:
+            label += f" ({x_key.split('.')[-1]}={_fmt(best['swept'][x_key])})"
+        ax.plot(layers, [100 * best["transfer"][layer] for layer in layers], marker="o", label=label[:48])
     ax.set_ylabel("linear probe top-1 (%)")
-    ax.set_title(f"{name}: best trial of each method, by layer", fontsize=10)
+    ax.set_title(f"{name}: best trial of each variant, by layer", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -150,4 +184,27 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path) -> list[Pa
     fig.savefig(path)
     plt.close(fig)
     figures.append(path)
+    transforms = _transforms(rows) if "invariance" in families else []
+    if transforms:  # how well each layer predicts each transform: chance = invariant, 100 % = covariant
+        fig, axes = plt.subplots(1, len(transforms), figsize=(5.2 * len(transforms), 3.6), dpi=110, squeeze=False)
+        for ax, t in zip(axes[0], transforms):
+            chance = None
+            for label, r in _best_per_group(rows, x_key).items():
+                inv = r["invariance"]
+                layers = [layer for layer in LAYERS if f"{t}/{layer}/probe_top1" in inv]
+                if layers:
+                    chance = inv.get(f"{t}/chance", chance)
+                    ax.plot(layers, [100 * inv[f"{t}/{layer}/probe_top1"] for layer in layers], marker="o", label=label[:40])
+            if chance is not None:
+                ax.axhline(100 * chance, color="grey", ls=":", lw=1, label="chance (invariant)")
+            ax.set_title(f"predicting the {t} from each layer", fontsize=9)
+            ax.set_ylabel("probe top-1 (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.suptitle(f"{name}: covariance (high) or invariance (chance) by layer", fontsize=10)
+        fig.tight_layout()
+        path = out / "invariance.png"
+        fig.savefig(path)
+        plt.close(fig)
+        figures.append(path)
     return figures

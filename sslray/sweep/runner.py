@@ -128,7 +128,8 @@ def _parent_run(study: Study, resume: bool) -> str:
                        "early_stopping": study.early_stopping.model_dump_json() if study.early_stopping else "none",
                        **{f"budget.{k}": v for k, v in study.budget.model_dump().items()},
                        **{f"data.{k}": v for k, v in study.data.items()},
-                       **{f"config.{k}": v for k, v in study.config.items()}})
+                       **{f"config.{k}": v for k, v in study.config.items()},
+                       "report.x": study.report.x or "None", "report.families": ",".join(study.report.families)})
     return parent.run_id
 
 
