@@ -239,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `sslray compare ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
