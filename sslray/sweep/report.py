@@ -142,11 +142,12 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
 
     out.mkdir(parents=True, exist_ok=True)
     figures = []
-    methods = sorted({r["method"] for r in rows if x_key in r["swept"]})
+    # one panel per variant: the method plus its other swept choices (pirl similarity=cosine / l2)
+    methods = sorted({_group(r, x_key) for r in rows if x_key in r["swept"]})
     if x_key and methods:
         fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), dpi=110, squeeze=False)
         for ax, method in zip(axes[0], methods):
-            rs = [r for r in rows if r["method"] == method and x_key in r["swept"]]
+            rs = [r for r in rows if _group(r, x_key) == method and x_key in r["swept"]]
             xs = [r["swept"][x_key] for r in rs]
             numeric = all(isinstance(v, (int, float)) for v in xs)
             order = sorted(range(len(rs)), key=lambda i: xs[i] if numeric else str(xs[i]))
