@@ -133,6 +133,24 @@ def _fmt(v) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
+def _style(ax, ylabel: str) -> None:
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _save(fig, path: Path, figures: list[Path], title: str | None = None) -> None:
+    """Title, lay out, write and close a figure; add it to ``figures``."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    figures.append(path)
+
+
 def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
            families: list[str] = ("transfer", "knn")) -> list[Path]:
     import matplotlib
@@ -141,7 +159,8 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
     import matplotlib.pyplot as plt
 
     out.mkdir(parents=True, exist_ok=True)
-    figures = []
+    figures: list[Path] = []
+    best_of = _best_per_group(rows, x_key)
     # one panel per variant: the method plus its other swept choices (pirl similarity=cosine / l2)
     methods = sorted({_group(r, x_key) for r in rows if x_key in r["swept"]})
     if x_key and methods:
@@ -161,36 +180,23 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                 ax.set_xscale("log")
             ax.set_title(f"{method}", fontsize=9)
             ax.set_xlabel(x_key.split(".")[-1])
-            ax.set_ylabel("linear probe top-1 (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{name}: transfer by layer against {x_key.split('.')[-1]}", fontsize=10)
-        fig.tight_layout()
-        path = out / "metric_vs_swept.png"
-        fig.savefig(path)
-        plt.close(fig)
-        figures.append(path)
+            _style(ax, "linear probe top-1 (%)")
+        _save(fig, out / "metric_vs_swept.png", figures, f"{name}: transfer by layer against {x_key.split('.')[-1]}")
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
-    for label, best in _best_per_group(rows, x_key).items():
+    for label, best in best_of.items():
         layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]
         if x_key in best["swept"]:
             label += f" ({x_key.split('.')[-1]}={_fmt(best['swept'][x_key])})"
         ax.plot(layers, [100 * best["transfer"][layer] for layer in layers], marker="o", label=label[:48])
-    ax.set_ylabel("linear probe top-1 (%)")
     ax.set_title(f"{name}: best trial of each variant, by layer", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / "per_layer_best.png"
-    fig.savefig(path)
-    plt.close(fig)
-    figures.append(path)
+    _style(ax, "linear probe top-1 (%)")
+    _save(fig, out / "per_layer_best.png", figures)
     transforms = _transforms(rows) if "invariance" in families else []
     if transforms:  # how well each layer predicts each transform: chance = invariant, 100 % = covariant
         fig, axes = plt.subplots(1, len(transforms), figsize=(5.2 * len(transforms), 3.6), dpi=110, squeeze=False)
         for ax, t in zip(axes[0], transforms):
             chance = None
-            for label, r in _best_per_group(rows, x_key).items():
+            for label, r in best_of.items():
                 inv = r["invariance"]
                 layers = [layer for layer in LAYERS if f"{t}/{layer}/probe_top1" in inv]
                 if layers:
@@ -199,13 +205,6 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
             if chance is not None:
                 ax.axhline(100 * chance, color="grey", ls=":", lw=1, label="chance (invariant)")
             ax.set_title(f"predicting the {t} from each layer", fontsize=9)
-            ax.set_ylabel("probe top-1 (%)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.suptitle(f"{name}: covariance (high) or invariance (chance) by layer", fontsize=10)
-        fig.tight_layout()
-        path = out / "invariance.png"
-        fig.savefig(path)
-        plt.close(fig)
-        figures.append(path)
+            _style(ax, "probe top-1 (%)")
+        _save(fig, out / "invariance.png", figures, f"{name}: covariance (high) or invariance (chance) by layer")
     return figures
