@@ -291,3 +291,50 @@ def test_report_plots_invariance_per_transform_and_one_curve_per_variant(tmp_pat
     assert "pirl transform=jigsaw" in out and "38.0" in out and "48.0" in out
     figs = _plots("neg", rows, "settings.transform", tmp_path / "x")
     assert [f.name for f in figs] == ["metric_vs_swept.png", "per_layer_best.png"]  # only pirl has the x
+
+
+def test_a_diverging_trial_is_recorded_as_failed_with_its_error(tmp_path, monkeypatch, mlflow_runs, capsys):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    study = {**TINY_STUDY, "params": {"optim.lr": {"grid": [0.05, 1e30]}}}  # 1e30: the loss overflows to nan
+    try:
+        assert main(["sweep", _write(tmp_path / "div.yaml", study), "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    _, runs = mlflow_runs("div")
+    reasons = {float(r.data.params["optim.lr"]): r.data.tags["sslray.stop_reason"]
+               for r in runs if r.data.tags.get("sslray.role") == "trial"}
+    assert reasons[0.05] == "completed"
+    assert reasons[1e30].startswith("failed: FloatingPointError: loss is") and "at epoch 1" in reasons[1e30]
+    capsys.readouterr()
+    assert main(["report", "div", "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "FloatingPointError" in out
+
+
+def test_interrupting_only_the_driver_stops_the_sweep_promptly(tmp_path):
+    # a SIGINT to the driver alone (not its process group, as `kill -INT` sends it) in the middle of
+    # a long epoch: the sweep ends within the trials' grace period, without waiting for the epoch
+    study = {**TINY_STUDY, "data": {"name": "synthetic", "limit": 4000, "test_limit": 100},
+             "config": {**TINY_STUDY["config"], "trunk.width": 1.0},  # an epoch of minutes on a CPU
+             "budget": {"trials": 1, "epochs": 2, "cpus_per_trial": 1}}
+    path = _write(tmp_path / "long.yaml", study)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen([sys.executable, "-m", "sslray", "sweep", path, "--quiet"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        trials = tmp_path / "runs" / "sweeps" / "long" / "trials"
+        while time.time() < deadline and not list(trials.glob("*/run.json")):  # a trial has started
+            time.sleep(0.5)
+        assert list(trials.glob("*/run.json")), "no trial started"
+        time.sleep(5)  # into its first epoch
+        driver.send_signal(signal.SIGINT)
+        t = time.time()
+        driver.wait(75)  # 30 s of grace for the trial, plus Ray's shutdown
+        assert time.time() - t < 75
+        assert not list(trials.glob("*/checkpoint.pt"))  # it was stopped mid-epoch, not after one
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)

@@ -156,8 +156,8 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     from ..train.launch import connect
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # per-epoch results lack the objective
-    # an interrupted sweep (Ctrl-C, SIGINT to the driver) stops its trials, and Tune waits for a
-    # function trial to reach its next report before killing it: by default up to 600 s. Trials
+    # an interrupted sweep (Ctrl-C, SIGINT to the driver) stops its trials; a trial actor that does
+    # not stop on request is killed after this many seconds (Tune's default: 600). Trials
     # checkpoint every epoch and --resume continues them, so 30 s is all the grace they need.
     os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "30")
     root = study_dir(study, output_dir)
