@@ -14,7 +14,7 @@ from .errors import UserError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + error otherwise)
-        raise UserError(f"{self.prog}: {message}")
+        raise UserError(message if self.prog == "sslray" else f"{self.prog.removeprefix('sslray ')}: {message}")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -75,29 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
 
-    b = sub.add_parser("bench", help="time the platform against a baseline in one process: prints RATIO lines")
-    b.add_argument("what", choices=["step", "eval", "negatives", "trial", "search"],
-                   help="step: shared loop vs plain PyTorch; eval: per-layer evaluation vs one epoch; "
-                        "negatives: pirl/npid step vs K; trial, search: sweeps")
-    b.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
-    b.add_argument("--methods", help="comma-separated methods (step: rotation,pirl; negatives: pirl,npid; "
-                                     "search: rotation,jigsaw)")
-    b.add_argument("--negatives", metavar="K,K,...", help="negatives: the K values (default 1,4096,32000,65536)")
-    for flag, kind, what in (("batch", int, "batch size (128; trial, search: 100)"),
-                             ("width", float, "trunk width (0.25; trial, search: 0.125)"),
-                             ("steps", int, "timed steps per repetition"), ("warmup", int, "untimed steps first"),
-                             ("reps", int, "interleaved repetitions"),
-                             ("threads", int, "torch CPU threads (use 1 on a busy machine)"),
-                             ("images", int, "eval, trial, search: training images"),
-                             ("test-images", int, "eval: test images"),
-                             ("probe-epochs", int, "linear probe epochs (30; trial, search: 10)"),
-                             ("feature-dim", int, "pooled feature size (9216; trial, search: 2048)"),
-                             ("seed", int, "seed (0)"),
-                             ("trials", int, "trials per sweep (trial: 8, search: 4)"),
-                             ("epochs", int, "trial, search: epochs per trial")):
-        b.add_argument(f"--{flag}", type=kind, help=what)
-    b.add_argument("--profile", action="store_true", help="step: also print torch.profiler's top ops")
-    b.set_defaults(func=cmd_bench)
+    b = sub.add_parser("bench", help="time the platform against a baseline in one process: prints a RATIO line")
+    benches = b.add_subparsers(dest="bench", required=True, parser_class=_Parser, metavar="NAME")
+    from .bench import BENCHMARKS
+
+    for name, module in BENCHMARKS.items():
+        bp = benches.add_parser(name, help=module.HELP)
+        module.add_arguments(bp)
+        bp.set_defaults(func=cmd_bench)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over sslray's tracking store")
     u.add_argument("--port", type=int, default=5000)
@@ -110,7 +95,7 @@ def _overrides(args) -> dict:
     from .config import parse_overrides
 
     out = parse_overrides(args.set)
-    for flag, key in (("data", "data.name"), ("root", "data.root"), ("epochs", "epochs"),
+    for flag, key in (("data", "data.name"), ("root", "data.root"), ("epochs", "run.epochs"),
                       ("workers", "dist.workers"), ("gpus_per_worker", "dist.gpus_per_worker"),
                       ("address", "dist.address"), ("storage", "dist.storage_path"),
                       ("max_failures", "dist.max_failures")):
@@ -123,42 +108,47 @@ def _overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    from .config import build_config
-    from .train.checkpoint import load_checkpoint
-    from .train.run import find_run_dir, prepare, run
+    from .tracking import RunDir
+    from .train.build import build_config, build_run
+    from .train.run import run
 
     overrides = _overrides(args)
     base, run_dir = None, None
     if args.resume:
-        run_dir = find_run_dir(args.resume, overrides.get("output_dir", "runs"), args.method)
-        base = load_checkpoint(run_dir)["config"]
+        output_dir = overrides.get("run.output_dir", overrides.get("output_dir", "runs"))
+        try:
+            run_dir = RunDir.find(args.resume, output_dir, args.method)
+        except UserError as e:
+            raise UserError(f"cannot resume: {e}") from None
+        base = run_dir.load_checkpoint()["config"]
         if args.method and args.method != base["method"]:
             raise UserError(f"cannot resume: {run_dir} is a {base['method']!r} run, not {args.method!r}")
     method = args.method or (base and base["method"])
     if not method:
         raise UserError("train: --method is required (see `sslray methods`)")
-    cfg = build_config(method, overrides, base)
-    prepared = prepare(cfg)
-    result = run(prepared, resume_from=run_dir, progress=not args.quiet)
-    print(f"run {result['run_id']}  folder {result['run_dir']}")
+    built = build_run(build_config(method, overrides, base))
+    result = run(built, resume=run_dir, progress=not args.quiet)
+    print(f"run {result.run_id}  folder {result.run_dir}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    import torch
+    from .data import load_data
+    from .methods._source import load_trunk
+    from .tracking import RunDir, Tracker
+    from .train.build import build_config
+    from .train.record import evaluate_and_record
 
-    from .config import build_config
-    from .train.checkpoint import load_checkpoint
-    from .train.run import evaluate_run, find_run_dir, mlflow_run_id, prepare
-    from .tracking import Tracker
-
-    run_dir = find_run_dir(args.run, "runs")  # always a folder with a checkpoint
-    base = load_checkpoint(run_dir)["config"]
+    try:
+        run_dir = RunDir.find(args.run, "runs")  # always a folder with a checkpoint
+    except UserError as e:
+        raise UserError(f"eval: {e}") from None
+    base = run_dir.config()
     cfg = build_config(base["method"], _overrides(args), base)
-    prepared = prepare(cfg)
-    prepared.method.trunk.load_state_dict(torch.load(run_dir / "trunk.pt", weights_only=True))
-    tracker = Tracker(cfg.experiment, run_id=mlflow_run_id(run_dir))
-    evaluate_run(prepared, run_dir, tracker, progress=not args.quiet)
+    trunk = load_trunk(run_dir, cfg.model_dump())
+    train, test = load_data(cfg.data)
+    tracker = Tracker(cfg.experiment, run_id=run_dir.mlflow_run_id)
+    evaluate_and_record(trunk, train, test, cfg, run_dir, tracker, progress=not args.quiet)
     tracker.finish()
     return 0
 
@@ -206,9 +196,9 @@ def cmd_methods(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run as run_bench
+    from .bench import run
 
-    run_bench(args)
+    run(args)
     return 0
 
 

@@ -14,26 +14,27 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import LAYERS
 from .errors import UserError
+from .eval.table import layer_table, pct
+from .tracking import RunDir
 
 
 def load_run(target: str, runs: str = "runs") -> dict[str, Any]:
     """``{"dir", "config", "metrics"}`` of a run folder (or an MLflow run id under ``runs``)."""
-    path = Path(target)
-    if not (path / "transfer.json").is_file():
-        matches = [p.parent for p in Path(runs).glob("*/run.json")
-                   if json.loads(p.read_text()).get("mlflow_run_id") == target] if Path(runs).is_dir() else []
-        if not matches:
-            why = "has no transfer.json (not evaluated yet?)" if path.is_dir() else "is neither a run folder nor a run id"
-            raise UserError(f"compare: {target} {why}")
-        path = matches[0]
-        if not (path / "transfer.json").is_file():
-            raise UserError(f"compare: {path} has no transfer.json (not evaluated yet?)")
-    config = yaml.safe_load((path / "config.yaml").read_text()) if (path / "config.yaml").is_file() else {}
-    return {"dir": path, "config": config or {}, "metrics": json.loads((path / "transfer.json").read_text())}
+    run = RunDir(target)
+    if not run.has(RunDir.TRANSFER):
+        matches = [RunDir(p.parent) for p in Path(runs).glob(f"*/{RunDir.META}")
+                   if RunDir(p.parent).meta().get("mlflow_run_id") == target] if Path(runs).is_dir() else []
+        if not matches and not run.path.is_dir():
+            raise UserError(f"compare: {target} is neither a run folder nor a run id")
+        run = matches[0] if matches else run
+    try:
+        metrics = run.transfer()
+    except UserError as e:
+        raise UserError(f"compare: {e}") from None
+    config = run.config() if run.has(RunDir.CONFIG) else {}
+    return {"dir": run.path, "config": config, "metrics": metrics}
 
 
 def labels(runs: list[dict[str, Any]]) -> list[str]:
@@ -62,13 +63,10 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def layer_table(runs: list[dict[str, Any]], names: list[str], family: str = "transfer") -> str:
-    layers = [layer for layer in LAYERS if any(f"{family}/{layer}/top1" in r["metrics"] for r in runs)]
-    lines = ["| run | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
-    for name, r in zip(names, runs):
-        cells = [_pct(r["metrics"].get(f"{family}/{layer}/top1")) for layer in layers]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def family_table(runs: list[dict[str, Any]], names: list[str], family: str = "transfer") -> str:
+    rows = [(name, {layer: r["metrics"].get(f"{family}/{layer}/top1") for layer in LAYERS})
+            for name, r in zip(names, runs)]
+    return layer_table(rows, style="markdown", corner="run")
 
 
 def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
@@ -78,20 +76,13 @@ def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
     for t in transforms:
         have = [(n, r) for n, r in zip(names, runs) if f"invariance/{t}/chance" in r["metrics"]]
         chance = have[0][1]["metrics"][f"invariance/{t}/chance"]
-        layers = [layer for layer in LAYERS if any(f"invariance/{t}/{layer}/cosine" in r["metrics"] for _, r in have)]
-        lines = [f"**{t}** — cosine(f(I), f(I^t)) / probe top-1 predicting the {t} (chance {_pct(chance)} %)", "",
-                 "| run | " + " | ".join(layers) + " |", "|---|" + "---|" * len(layers)]
-        for name, r in have:
-            m = r["metrics"]
-            cells = [f"{m[f'invariance/{t}/{layer}/cosine']:.2f} / {_pct(m.get(f'invariance/{t}/{layer}/probe_top1'))}"
-                     if f"invariance/{t}/{layer}/cosine" in m else "–" for layer in layers]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        blocks.append("\n".join(lines))
+        rows = [(name, {layer: (r["metrics"][f"invariance/{t}/{layer}/cosine"],
+                                r["metrics"].get(f"invariance/{t}/{layer}/probe_top1"))
+                        for layer in LAYERS if f"invariance/{t}/{layer}/cosine" in r["metrics"]}) for name, r in have]
+        title = f"**{t}** — cosine(f(I), f(I^t)) / probe top-1 predicting the {t} (chance {pct(chance)} %)"
+        table = layer_table(rows, style="markdown", corner="run", cell=lambda v: f"{v[0]:.2f} / {pct(v[1], '–')}")
+        blocks.append(f"{title}\n\n{table}")
     return "\n\n".join(blocks)
-
-
-def _pct(v: float | None) -> str:
-    return "–" if v is None else f"{100 * v:.1f}"
 
 
 def compare(targets: list[str], runs: str = "runs", plot: str | None = None, invariance: bool = True) -> str:
@@ -99,8 +90,8 @@ def compare(targets: list[str], runs: str = "runs", plot: str | None = None, inv
     names = labels(loaded)
     if len(set(names)) < len(names):  # same method, same settings: tell them apart by folder
         names = [f"{n} ({r['dir'].name})" for n, r in zip(names, loaded)]
-    parts = ["Linear probe top-1 (%)", "", layer_table(loaded, names, "transfer"), "",
-             "kNN top-1 (%)", "", layer_table(loaded, names, "knn")]
+    parts = ["Linear probe top-1 (%)", "", family_table(loaded, names, "transfer"), "",
+             "kNN top-1 (%)", "", family_table(loaded, names, "knn")]
     inv = invariance_tables(loaded, names) if invariance else ""
     if inv:
         parts += ["", "Invariance", "", inv]
@@ -109,6 +100,11 @@ def compare(targets: list[str], runs: str = "runs", plot: str | None = None, inv
 
         series = {n: {layer: r["metrics"][f"transfer/{layer}/top1"] for layer in LAYERS
                       if f"transfer/{layer}/top1" in r["metrics"]} for n, r in zip(names, loaded)}
-        plot_per_layer(series, plot, title="linear probe top-1 by layer")
+        fig = plot_per_layer(series, title="linear probe top-1 by layer")
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(plot)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
         parts += ["", f"plot: {plot}"]
     return "\n".join(parts)

@@ -1,9 +1,9 @@
 """Typed run configuration, validated at the edge before any run, MLflow or Ray work starts.
 
 A run is ``RunConfig``: one *method* (with its own typed settings, defaults from its paper), a
-*trunk*, the *data*, the *optimiser* and the *evaluation* protocol. ``--set key=value`` overrides
-use dotted keys (``optim.lr=0.05``, ``trunk.width=0.5``); a bare key names a method setting first
-(``permutations=100``), then a top-level field (``epochs=3``).
+*trunk*, the *data*, the *optimiser* and the *evaluation* protocol. Every block, and every method's
+settings, derives from :class:`Strict`. The overrides (``--set key=value``) are resolved against a
+method's settings by :func:`sslray.train.build.build_config`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,18 @@ from .errors import UserError
 Layer = Literal["conv1", "res2", "res3", "res4", "res5"]
 
 
-class Section(BaseModel):
-    """A config block: unknown keys are errors, values are checked on assignment too."""
+#: transforms the evaluation can measure invariance to (see :mod:`sslray.eval.invariance`)
+TRANSFORMS = ("identity", "rotation", "jigsaw", "color", "crop")
+
+
+class Strict(BaseModel):
+    """The one base of every typed config block, method settings and study file: unknown keys are
+    errors, values are checked on assignment too."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class DataConfig(Section):
+class DataConfig(Strict):
     name: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
     root: str | None = Field(None, description="data folder (cifar10, imagefolder)")
     limit: PositiveInt | None = Field(None, description="use the first N training images (class-balanced)")
@@ -42,7 +47,7 @@ class DataConfig(Section):
         return v
 
 
-class TrunkConfig(Section):
+class TrunkConfig(Strict):
     arch: Literal["resnet18", "resnet50"] = "resnet18"
     width: float | Literal["auto"] = Field(
         "auto", description="channel multiplier; auto = 1.0 on a GPU, 0.25 on a CPU"
@@ -59,7 +64,7 @@ class TrunkConfig(Section):
         return v
 
 
-class OptimConfig(Section):
+class OptimConfig(Strict):
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.1, gt=0, description="base lr for a global batch of 256 (linear scaling rule)")
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -73,7 +78,7 @@ class OptimConfig(Section):
         return self.lr * self.batch_size / 256
 
 
-class EvalConfig(Section):
+class EvalConfig(Strict):
     enabled: bool = True
     layers: list[Layer] = Field(default_factory=lambda: list(LAYERS))
     feature_dim: PositiveInt = Field(
@@ -89,22 +94,20 @@ class EvalConfig(Section):
                                              "(monitor/knn_top1): a proxy comparable across methods")
     monitor_size: PositiveInt = Field(1000, description="monitor: training images (test: half as many)")
     invariance: list[str] = Field(default_factory=list,
-                                  description="transforms to measure invariance to, per layer (see sslray.eval.invariance)")
+                                  description=f"transforms to measure invariance to, per layer: {', '.join(TRANSFORMS)}")
     train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
     test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
 
     @field_validator("invariance")
     @classmethod
     def _known_transforms(cls, v: list[str]) -> list[str]:
-        from .eval.invariance import TRANSFORMS
-
         unknown = [t for t in v if t not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transform(s) {', '.join(map(repr, unknown))}; known: {', '.join(TRANSFORMS)}")
         return v
 
 
-class DistConfig(Section):
+class DistConfig(Strict):
     """Where and on how many workers the shared loop runs (Ray Train ``TorchTrainer`` + DDP)."""
 
     workers: int = Field(1, ge=1, description="data-parallel training workers")
@@ -121,7 +124,7 @@ class DistConfig(Section):
         return self.launcher == "ray" or (self.launcher == "auto" and (self.workers > 1 or bool(self.address)))
 
 
-class DebugConfig(Section):
+class DebugConfig(Strict):
     """Instrumentation for tests and debugging; off by default."""
 
     record_steps: bool = Field(False, description="each rank writes its batch indices, loss and a weight "
@@ -129,7 +132,7 @@ class DebugConfig(Section):
     kill_at: list[int] | None = Field(None, description="[epoch, step]: rank 0 SIGKILLs itself there once")
 
 
-class RunConfig(Section):
+class RunConfig(Strict):
     method: str
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's own settings")
     epochs: int = Field(10, ge=0)
@@ -161,7 +164,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """``tree["a"]["b"] = value`` for ``"a.b"``, creating blocks on the way; a key that runs
+    through a value that is not a block is a UserError."""
     node = tree
     *parents, leaf = dotted.split(".")
     for p in parents:
@@ -169,36 +174,6 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise UserError(f"unknown key {dotted!r}")
     node[leaf] = value
-
-
-def build_config(method: str, overrides: dict[str, Any] | None = None, base: dict | None = None) -> RunConfig:
-    """Merge ``base`` (a nested dict) with dotted ``overrides`` and validate everything.
-
-    The method's settings are validated by the method's own ``Settings`` model, so unknown
-    or invalid method settings fail here, before anything runs.
-    """
-    from .methods import get_method  # late: methods import config
-
-    cls = get_method(method)
-    tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
-    tree["method"] = method
-    settings = dict(tree.get("settings") or {})
-    for key, value in (overrides or {}).items():
-        head = key.split(".", 1)[0]
-        if key.startswith(("method.", "settings.")):
-            settings[key.split(".", 1)[1]] = value
-        elif "." not in key and key in cls.Settings.model_fields:
-            settings[key] = value
-        elif head in RunConfig.model_fields:
-            _set_dotted(tree, key, value)
-        else:
-            raise UserError(f"unknown key {key!r} (method {method!r} settings: "
-                            f"{', '.join(cls.Settings.model_fields) or 'none'})")
-    try:
-        tree["settings"] = cls.Settings(**settings).model_dump()
-        return RunConfig(**tree)
-    except ValidationError as e:
-        raise UserError(validation_message(e)) from None
 
 
 def validation_message(e: ValidationError) -> str:

@@ -37,7 +37,7 @@ def state_worker(rank: int, world: int, port: int, batches, z1, z2, out: str) ->
 
 def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> None:
     """One epoch of each method with the shared loop under DistributedDataParallel."""
-    from sslray.config import build_config
+    from sslray.train.build import build_config
     from sslray.methods import DataInfo, get_method
     from sslray.models import build_trunk
     from sslray.train.loop import dist_context, fit
@@ -48,7 +48,7 @@ def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> Non
     labels = torch.arange(32) % 4
     result = {}
     for name, settings in methods:
-        cfg = build_config(name, {"epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings})
+        cfg = build_config(name, {"run.epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings})
         cls = get_method(name)
         torch.manual_seed(0)
         method = cls(cls.Settings(**cfg.settings), build_trunk("resnet18", 0.125, "cifar", 16), DataInfo(4, 32, 16))

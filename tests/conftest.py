@@ -34,10 +34,10 @@ def mlflow_runs():
     """All runs of the default store in the current folder, newest first."""
 
     def _runs(experiment: str = "sslray"):
-        from sslray.tracking import client, tracking_uri
+        from sslray.tracking import Store, tracking_uri
 
         assert tracking_uri().endswith(str(os.getcwd()) + "/mlflow.db")
-        c = client()
+        c = Store().client
         exp = c.get_experiment_by_name(experiment)
         return c, (c.search_runs([exp.experiment_id], order_by=["start_time DESC"]) if exp else [])
 

@@ -37,21 +37,21 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
 
 
 def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(mlflow_runs, monkeypatch):
-    import sslray.train.worker as run_mod
+    from sslray.tracking import RunDir
 
     common = ["--method", "rotation", "--no-eval", "--set", "seed=3", "--epochs", "3"]
     assert _train(*common, "--set", "output_dir=straight") == 0
 
-    real_save = run_mod.save_checkpoint
+    real_save = RunDir.save_checkpoint
 
-    def save_then_crash(path, state):  # the process dies right after epoch 2's checkpoint
-        real_save(path, state)
+    def save_then_crash(self, state):  # the process dies right after epoch 2's checkpoint
+        real_save(self, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", save_then_crash)
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_crash)
     assert _train(*common, "--set", "output_dir=split") == 130
-    monkeypatch.setattr(run_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(RunDir, "save_checkpoint", real_save)
     c, runs = mlflow_runs()
     killed = [r for r in runs if "split" in r.data.tags["sslray.run_dir"]][0]
     assert killed.info.status == "KILLED"
@@ -129,6 +129,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, capsys, tmp_path)
     assert err.count("\n") == 0 and err.startswith("sslray: error:") and expected in err
     assert "Traceback" not in err
     assert not Path("mlflow.db").exists() and not Path("runs").exists()
+
+
+def test_a_bare_key_with_two_readings_is_refused_naming_both(capsys):
+    from sslray.train.build import build_config
+
+    assert main(["train", "--method", "multitask", "--set", "seed=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("sslray: error: ambiguous key 'seed': method 'multitask' has a setting 'seed' (write "
+                   "settings.seed=...) and the run has a field 'seed' (write run.seed=...)")
+    assert not Path("mlflow.db").exists() and not Path("runs").exists()
+    both = build_config("multitask", {"run.seed": 3, "settings.seed": 5})
+    assert both.seed == 3 and both.settings["seed"] == 5
+    assert build_config("rotation", {"seed": 4}).seed == 4  # one reading only: taken
 
 
 def test_console_script_error_has_no_traceback():

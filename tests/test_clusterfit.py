@@ -77,7 +77,7 @@ def test_fit_step_targets_are_the_cluster_ids(source_run):
     m = cls(s, build_trunk("resnet18", 0.125, image_size=32), DataInfo(10, len(train), 32))
     m.setup(train)
     # the assignments are k-means of the source trunk's pooled res5 features
-    from sslray.eval.features import extract_features
+    from sslray.models import extract_features
     from sslray.methods._source import find_source, load_source_trunk
 
     feats = extract_features(load_source_trunk(find_source(str(run_dir), "runs", "t")), train.images, ["res5"], 9216)

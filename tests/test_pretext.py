@@ -38,11 +38,14 @@ def test_tile_shuffle_then_inverse_restores_tiles_and_image():
 
 
 def test_jittered_tiles_stay_inside_their_cells():
-    cell_of = torch.arange(32).div(10, rounding_mode="floor").clamp(max=2)  # 10-px cells
+    # 10-px cells of a lattice centred in the 32-px image (rows and columns 1 .. 30); -1 outside it
+    pos = torch.arange(32) - 1
+    cell_of = torch.where((pos >= 0) & (pos < 30), pos.div(10, rounding_mode="floor"), torch.tensor(-9))
     x = (cell_of[:, None] * 3 + cell_of[None, :]).float().expand(5, 3, 32, 32)
     tiles = tile_grid(x, 3, tile=8)
     for k in range(9):
         assert (tiles[:, k] == k).all()
+    assert torch.equal(tile_grid(x, 3, tile=10, jitter=False)[0, 4], x[0, :, 11:21, 11:21])  # the cells themselves
 
 
 def test_hamming_permutations_are_distinct_seeded_and_far_apart():
@@ -71,7 +74,8 @@ def test_channel_drop_keeps_one_channel_and_noise_elsewhere():
 # --- relative position ------------------------------------------------------------------------
 
 def test_relpos_labels_match_the_neighbour_offsets():
-    cell_of = torch.arange(32).div(10, rounding_mode="floor").clamp(max=2)
+    pos = torch.arange(32) - 1  # the 10-px cells of the lattice centred in the image: pixels 1 .. 30
+    cell_of = torch.where((pos >= 0) & (pos < 30), pos.div(10, rounding_mode="floor"), torch.tensor(-9))
     rows, cols = cell_of[:, None].expand(32, 32), cell_of[None, :].expand(32, 32)
     x = torch.stack([rows, cols, torch.zeros(32, 32)]).float().expand(2, 3, 32, 32)  # pixel = its cell
     tiles = tile_grid(x, 3, tile=6)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sslray.config import build_config
+from sslray.train.build import build_config
 from sslray.methods import DataInfo, get_method
 from sslray.methods.rotation import rotate_batch
 from sslray.models import build_trunk

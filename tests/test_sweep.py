@@ -127,7 +127,7 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
         assert [m.step for m in c.get_metric_history(r.info.run_id, "train/loss")] == [0]
     p = parents[0]
     assert p.data.params["question"].startswith("Does the learning rate")
-    assert p.data.params["budget.epochs"] == "1" and "optim.lr" in p.data.params["search_space"]
+    assert p.data.params["budget.epochs"] == "1" and p.data.params["swept"] == "optim.lr"
     best = max(children, key=lambda r: r.data.metrics["transfer/res3/top1"])
     assert c.get_run(p.info.run_id).data.tags["sslray.best_run"] == best.info.run_id
 
@@ -143,12 +143,35 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
 
 
 def test_report_labels_every_stop_reason():
-    from sslray.sweep.report import stop_label
+    from sslray.sweep.stops import Stop, StopReason, failure
 
-    assert stop_label("completed") == "done"
-    assert stop_label("failed: FloatingPointError: loss is nan at epoch 1") == "failed"
-    assert stop_label("early-stopped by ASHA after epoch 2") == "ASHA@2"
-    assert stop_label("stopped after epoch 1 (the sweep was interrupted)") == "stopped"
+    reasons = [StopReason(Stop.COMPLETED), failure(FloatingPointError("loss is nan at epoch 1\nmore")),
+               StopReason(Stop.EARLY_STOPPED, 2), StopReason(Stop.INTERRUPTED, 1)]
+    assert [r.label() for r in reasons] == ["done", "failed", "ASHA@2", "stopped"]
+    assert [r.text() for r in reasons] == ["completed", "failed: FloatingPointError: loss is nan at epoch 1",
+                                           "early-stopped by ASHA after epoch 2",
+                                           "stopped after epoch 1 (the sweep was interrupted)"]
+    for r in reasons:  # what the runner writes on a trial's run, the report reads back
+        assert StopReason.of(r.tags()) == r
+    assert StopReason.of({}) is None
+
+
+def test_a_long_search_space_is_stored_whole_and_reports(tmp_path, capsys):
+    # 200 choices: more than the 5,000 characters an MLflow param holds once written as JSON
+    from sslray.sweep.runner import _parent_run
+    from sslray.sweep.study import STUDY_ARTIFACT, Study
+    from sslray.tracking import Store
+
+    lrs = [round(0.001 * (i + 1), 4) for i in range(200)]
+    study = load_study(_write(tmp_path / "long.yaml", {**TINY_STUDY, "search": "tpe",
+                                                       "params": {"optim.lr": {"choice": lrs}}}))
+    store = Store()
+    parent = _parent_run(study, resume=False, store=store)
+    back = Study.model_validate_json(store.read_text(parent, STUDY_ARTIFACT))
+    assert back == study and back.space.params["optim.lr"].choice == lrs
+    assert main(["report", "long", "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "study long: Does the learning rate matter" in out and "trials: 0" in out
 
 
 def test_report_of_an_unknown_study_is_one_line(capsys):

@@ -1,4 +1,5 @@
-"""Collectives that are no-ops in a single process: gather a batch's tensors from every rank.
+"""Where a process runs (:func:`default_device`, :class:`DistContext`) and collectives that are
+no-ops in a single process: gather a batch's tensors from every rank.
 
 Memory banks, queues and in-batch negatives must mean the same with 1 or 64 workers: each rank
 sees only its shard of the global batch, so anything that stores or contrasts against "the
@@ -8,9 +9,33 @@ batch" first gathers it. All ranks hold equal-sized shards (the shared loop guar
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+
+def default_device() -> torch.device:
+    """This process's accelerator (the current CUDA device), else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_context() -> DistContext:
+    """This process's rank, world size and device (rank 0 of 1 outside ``torch.distributed``)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistContext(dist.get_rank(), dist.get_world_size(), default_device())
+    return DistContext(device=default_device())
 
 
 def is_distributed() -> bool:
@@ -45,15 +70,3 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     with warnings.catch_warnings():  # deprecated in favour of a private API; still the documented autograd gather
         warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
         return torch.cat(all_gather(x.contiguous()))
-
-
-@torch.no_grad()
-def broadcast_from_main(x: torch.Tensor) -> torch.Tensor:
-    """Rank 0's ``x`` on every rank (e.g. cluster assignments computed on each rank)."""
-    if not is_distributed():
-        return x
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    y = x.to(dev).contiguous()
-    dist.broadcast(y, 0)
-    x.copy_(y.to(x.device))
-    return x

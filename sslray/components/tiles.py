@@ -16,8 +16,9 @@ import torch
 def tile_grid(x: torch.Tensor, grid: int = 3, tile: int | None = None, jitter: bool = True) -> torch.Tensor:
     """``(N, C, S, S)`` -> ``(N, grid*grid, C, tile, tile)``, tiles in row-major cell order.
 
-    ``tile`` defaults to 85% of the cell (Noroozi & Favaro: 64-px tiles in 75-px cells). Without
-    ``jitter`` every tile is centred in its cell.
+    The lattice of ``grid x grid`` cells of ``S // grid`` px is centred in the image. ``tile``
+    defaults to 85% of the cell (Noroozi & Favaro: 64-px tiles in 75-px cells); ``tile`` equal to
+    the cell cuts the cells themselves. Without ``jitter`` every tile is centred in its cell.
     """
     n, c, h, w = x.shape
     cell = min(h, w) // grid
@@ -32,8 +33,8 @@ def tile_grid(x: torch.Tensor, grid: int = 3, tile: int | None = None, jitter: b
     else:
         oy = ox = torch.full((n, k), slack // 2, device=x.device)
     cells = torch.arange(k, device=x.device)
-    top = (cells // grid) * cell + oy  # (N, K)
-    left = (cells % grid) * cell + ox
+    top = (h - grid * cell) // 2 + (cells // grid) * cell + oy  # (N, K)
+    left = (w - grid * cell) // 2 + (cells % grid) * cell + ox
     ar = torch.arange(tile, device=x.device)
     rows = (top[..., None] + ar)[:, :, None, :, None]  # (N, K, 1, T, 1)
     cols = (left[..., None] + ar)[:, :, None, None, :]  # (N, K, 1, 1, T)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..progress import bar
-
 from ..errors import UserError
-from . import ImageSet, _save_npz, balanced_first, cache_dir, class_rank, fingerprint
+from ..progress import bar
+from .cache import save_npz, cache_dir, fingerprint
+from .imageset import ImageSet, balanced_first, class_rank
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
 SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
@@ -94,7 +94,7 @@ def load_imagefolder(root: str, split: str, size: int, limit: int | None) -> Ima
         images = np.empty((len(files), 3, size, size), np.uint8)
         for i, f in enumerate(bar(files, min_items=2000, desc=f"decode {tree.name}", unit="img")):
             images[i] = _decode(f, size)
-        _save_npz(path, images=images)
+        save_npz(path, images=images)
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), classes, "imagefolder", split)
 
 

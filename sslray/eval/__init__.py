@@ -5,16 +5,20 @@ Protocol (logged beside every number): features of each layer are average-pooled
 per layer with the trunk in eval mode and cached; a linear classifier is trained on the
 standardised training features and scored top-1 on the test split; a weighted kNN vote
 (k, temperature) on cosine similarity is scored on the same split.
+
+Evaluation is a pure step: :func:`evaluate` returns metrics and figures; the caller logs them.
 """
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from ..models.trunk import pool_size
-from .features import FeatureCache, extract_features
+from ..models import extract_features, pool_size
+from .features import FeatureCache
+from .plots import plot_per_layer
 from .probes import knn_top1, linear_probe
 
 
@@ -29,9 +33,22 @@ def probe_protocol(trunk, image_size: int, cfg) -> dict[str, str]:
     return out
 
 
+@contextmanager
+def _timed(timings: dict[str, float] | None, part: str):
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[part] = timings.get(part, 0.0) + time.perf_counter() - t
+
+
 def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None = None,
-                 cache_key: str = "", seed: int = 0, device=None) -> dict[str, float]:
-    """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``."""
+                 cache_key: str = "", seed: int = 0, device=None,
+                 timings: dict[str, float] | None = None) -> dict[str, float]:
+    """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``.
+
+    ``timings``, when given, receives the seconds spent in ``features``, ``linear`` and ``knn``."""
     train_set = train_set.limit(cfg.train_limit)
     test_set = test_set.limit(cfg.test_limit)
     cache = FeatureCache(cache_dir, f"{cache_key}|{len(train_set)}|{len(test_set)}|{cfg.feature_dim}") if cache_dir else None
@@ -39,19 +56,22 @@ def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None =
     for split, data in (("train", train_set), ("test", test_set)):
         got = cache.get(split, cfg.layers) if cache else None
         if got is None:
-            got = extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
-                                   desc=f"features {split}")
+            with _timed(timings, "features"):
+                got = extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
+                                       desc=f"features {split}")
             if cache:
                 cache.put(split, got)
         feats[split] = got
     metrics: dict[str, float] = {}
     for layer in cfg.layers:
         tr, te = feats["train"][layer], feats["test"][layer]
-        metrics[f"transfer/{layer}/top1"] = linear_probe(
-            tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
-            cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
-        metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
-                                                train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
+        with _timed(timings, "linear"):
+            metrics[f"transfer/{layer}/top1"] = linear_probe(
+                tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
+                cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
+        with _timed(timings, "knn"):
+            metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
+                                                    train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
     return metrics
 
 
@@ -60,4 +80,30 @@ def per_layer(metrics: dict[str, float], kind: str) -> dict[str, float]:
     return {k.split("/")[1]: v for k, v in metrics.items() if k.startswith(kind + "/") and k.endswith("/top1")}
 
 
-__all__ = ["extract_features", "knn_top1", "linear_probe", "per_layer", "probe_layers", "probe_protocol"]
+@dataclass
+class Evaluation:
+    """What an evaluation found: its metrics, and figures (``{file name: matplotlib figure}``)."""
+
+    metrics: dict[str, float]
+    figures: dict = field(default_factory=dict)
+
+    def tables(self) -> dict[str, dict[str, float]]:
+        return {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn")}
+
+
+def evaluate(trunk, train_set, test_set, cfg, *, seed: int = 0, title: str = "",
+             cache_dir: str | Path | None = None, cache_key: str = "") -> Evaluation:
+    """Probe every layer of ``cfg.layers`` (and, if asked, measure invariance) of a frozen trunk."""
+    device = next(trunk.parameters()).device
+    metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device)
+    if cfg.invariance:
+        from .invariance import measure_invariance
+
+        metrics.update(measure_invariance(trunk, test_set.limit(cfg.test_limit), cfg, seed=seed))
+    result = Evaluation(metrics)
+    result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train_set.num_classes)
+    return result
+
+
+__all__ = ["Evaluation", "evaluate", "extract_features", "knn_top1", "linear_probe", "per_layer", "probe_layers",
+           "probe_protocol"]

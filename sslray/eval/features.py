@@ -1,4 +1,5 @@
-"""Frozen per-layer features: one forward pass for all layers, pooled, cached on disk as float16."""
+"""Frozen per-layer features cached on disk as float16 (extracted by
+:func:`sslray.models.extract_features`)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ..progress import bar
-
-from ..models.trunk import pool_features
-
-
-@torch.no_grad()
-def extract_features(trunk, images: torch.Tensor, layers, feature_dim: int, batch_size: int = 256,
-                     device=None, desc: str = "features") -> dict[str, torch.Tensor]:
-    """``{layer: (N, D) float16}`` for uint8 ``images``, trunk in eval mode (BN running stats)."""
-    device = device or next(trunk.parameters()).device
-    was = trunk.training
-    trunk.eval()
-    chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
-    starts = range(0, len(images), batch_size)
-    for s in bar(starts, min_items=8, desc=desc, unit="batch"):
-        x = images[s : s + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
-        for layer, f in trunk.taps(x, layers).items():
-            chunks[layer].append(pool_features(f.float(), feature_dim).half().cpu())
-    trunk.train(was)
-    return {layer: torch.cat(c) for layer, c in chunks.items()}
 
 
 class FeatureCache:

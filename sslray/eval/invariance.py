@@ -29,31 +29,29 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..components.rotation import rotate
+from ..components.tiles import assemble, shuffle_tiles, tile_grid
+from ..config import TRANSFORMS
 from ..methods.augment import color_jitter, random_resized_crop
-from .features import extract_features
+from ..models import extract_features
 from .probes import linear_probe, standardize
 
-TRANSFORMS = ("identity", "rotation", "jigsaw", "color", "crop")
 FACTORS = ("hue", "x", "y", "angle", "scale")
 VARIANTS = {"identity": 2, "rotation": 4, "jigsaw": 2, "color": 2, "crop": 2}
+assert set(VARIANTS) == set(TRANSFORMS)
 
 
 def _jigsaw(x: torch.Tensor, shuffled: torch.Tensor, grid: int = 3) -> torch.Tensor:
-    """Cut the central ``grid * cell`` square into cells, permute the cells of the ``shuffled``
+    """Cut the central ``grid x grid`` lattice into its cells, permute the cells of the ``shuffled``
     images (never the identity), put them back and resize to the original size."""
-    n, c, s, _ = x.shape
-    cell = s // grid
-    k = grid * grid
-    top = (s - grid * cell) // 2
-    cells = x[:, :, top : top + grid * cell, top : top + grid * cell]
-    cells = cells.reshape(n, c, grid, cell, grid, cell).permute(0, 2, 4, 1, 3, 5).reshape(n, k, c, cell, cell)
+    n, s, k = len(x), x.shape[-1], grid * grid
+    cells = tile_grid(x, grid, tile=s // grid, jitter=False)
     perm = torch.argsort(torch.rand(n, k), dim=1)
     ident = torch.arange(k).expand(n, k)
     perm = torch.where((perm == ident).all(1, keepdim=True), perm.roll(1, dims=1), perm)
     perm = torch.where(shuffled[:, None], perm, ident)
-    cells = torch.gather(cells, 1, perm[:, :, None, None, None].expand_as(cells))
-    out = cells.view(n, grid, grid, c, cell, cell).permute(0, 3, 1, 4, 2, 5).reshape(n, c, grid * cell, grid * cell)
-    return F.interpolate(out, size=(s, s), mode="bilinear", align_corners=False) if grid * cell != s else out
+    out = assemble(shuffle_tiles(cells, perm), grid)
+    return F.interpolate(out, size=(s, s), mode="bilinear", align_corners=False) if out.shape[-1] != s else out
 
 
 def apply_variant(name: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -62,7 +60,7 @@ def apply_variant(name: str, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     if name == "identity":
         return x
     if name == "rotation":
-        return torch.stack([torch.rot90(x, k, dims=(2, 3)) for k in range(4)])[v, torch.arange(len(x))]
+        return rotate(x, v)
     if name == "jigsaw":
         return _jigsaw(x, v > 0)
     if name == "color":

@@ -1,13 +1,14 @@
-"""Per-layer figures: accuracy by layer, the lectures' way to see where a representation peaks."""
+"""Per-layer figures: accuracy by layer, the lectures' way to see where a representation peaks.
+
+Figures are returned, not written: whoever owns the destination (a run folder, a report folder)
+saves them.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 
-
-def plot_per_layer(results: dict[str, dict[str, float]], path: str | Path, title: str = "",
-                   chance: float | None = None) -> Path:
-    """``results = {series: {layer: top1}}`` -> a line plot of top-1 (%) by layer, saved as PNG."""
+def plot_per_layer(results: dict[str, dict[str, float]], title: str = "", chance: float | None = None):
+    """``results = {series: {layer: top1}}`` -> a matplotlib figure of top-1 (%) by layer."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,8 +31,4 @@ def plot_per_layer(results: dict[str, dict[str, float]], path: str | Path, title
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

@@ -18,13 +18,13 @@ from pydantic import Field
 from ..components.tiles import drop_channels, tile_grid
 from ..errors import UserError
 from .augment import color_jitter, random_grayscale
-from .base import DataInfo, MethodSettings
+from .base import DataInfo, Strict
 
 #: smallest tile (px) we cut: below it even the first 3x3 convolutions see mostly padding
 MIN_TILE = 4
 
 
-class PatchSettings(MethodSettings):
+class PatchSettings(Strict):
     tile_fraction: float = Field(0.85, gt=0, le=1, description="tile side as a fraction of its grid cell "
                                  "(Noroozi & Favaro: 64 of 75 px); the rest is gap and jitter room")
     jitter: bool = Field(True, description="random tile offset inside its cell (False: centred)")

@@ -13,18 +13,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-
-class NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class MethodSettings(BaseModel):
-    """Base of every method's settings: typed, unknown keys rejected, defaults from the paper."""
-
-    model_config = ConfigDict(extra="forbid")
+from ..config import Strict  # every method's Settings derives from it: typed, unknown keys rejected
 
 
 @dataclass(frozen=True)
@@ -38,11 +29,11 @@ class DataInfo:
 
 class Method(nn.Module):
     name: ClassVar[str] = ""
-    Settings: ClassVar[type[BaseModel]] = NoSettings
+    Settings: ClassVar[type[Strict]] = Strict
     #: False for baselines that are evaluated without training (``random``)
     trains: ClassVar[bool] = True
 
-    def __init__(self, settings: BaseModel, trunk: nn.Module, info: DataInfo):
+    def __init__(self, settings: Strict, trunk: nn.Module, info: DataInfo):
         super().__init__()
         self.settings = settings
         self.trunk = trunk
@@ -52,7 +43,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
     @classmethod
-    def check(cls, settings: BaseModel, info: DataInfo) -> None:
+    def check(cls, settings: Strict, info: DataInfo) -> None:
         """Reject settings that cannot work with this data (raise UserError), before any run."""
 
     def setup(self, train) -> None:
@@ -77,11 +68,3 @@ class Method(nn.Module):
 
 def accuracy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == target).float().mean().detach()
-
-
-def linear_head(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module:
-    """A linear classifier, or a 2-layer MLP with BN when ``hidden`` is given."""
-    if not hidden:
-        return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                         nn.Linear(hidden, out_dim))

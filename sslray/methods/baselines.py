@@ -8,7 +8,7 @@ from pydantic import Field
 
 from . import register
 from .augment import hflip, pad_crop
-from .base import Method, MethodSettings, accuracy
+from .base import Method, Strict, accuracy
 
 
 @register
@@ -22,7 +22,7 @@ class Random(Method):
         raise RuntimeError("the random baseline is not trained")
 
 
-class SupervisedSettings(MethodSettings):
+class SupervisedSettings(Strict):
     pad: int = Field(4, ge=0, description="random-crop padding in pixels (0 = no crop)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 

@@ -4,7 +4,9 @@ representations") and its distillation baseline.
 Cluster step: the trunk of a finished run (the *source*) embeds the training set at one layer
 (pooled as in the evaluation), spherical k-means with faiss makes K pseudo-classes. Fit step: a
 new trunk, from scratch, learns to predict each image's cluster with cross-entropy under crop +
-flip. The two MLflow runs are linked (``mlflow.parentRunId``).
+flip. The two MLflow runs are linked (``mlflow.parentRunId``). The cluster step runs once, where the
+run is built (:meth:`ClusterFit.setup`); the cluster ids travel to every training worker with the
+method's state.
 """
 
 from __future__ import annotations
@@ -15,22 +17,21 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from ..components.distributed import broadcast_from_main
+from ..components.distributed import default_device
 from ..components.kmeans import spherical_kmeans
 from ..components.losses import soft_cross_entropy
 from ..config import Layer
 from ..errors import UserError
-from ..eval.features import extract_features
-from ..models.trunk import pool_features
+from ..models import extract_features, pool_features, pool_size
 from . import register
 from ._source import find_source, load_source_trunk
 from .augment import hflip, pad_crop
-from .base import Method, MethodSettings, accuracy
+from .base import Method, Strict, accuracy
 
 PAPER_CLUSTERS = 16000
 
 
-class ClusterFitSettings(MethodSettings):
+class ClusterFitSettings(Strict):
     source: str = Field("", description="the finished run to cluster with: a run folder or an MLflow run id")
     runs: str = Field("runs", description="the folder holding the source run when it is named by MLflow run id")
     layer: Layer = Field("res5", description="the source layer whose (pooled) features are clustered")
@@ -68,34 +69,35 @@ class ClusterFit(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.source = find_source(settings.source, settings.runs, self.name)
         self.k = resolve_clusters(settings, info.num_train)
         self.head = torch.nn.Linear(trunk.out_dim, self.k)
         self.register_buffer("targets", torch.zeros(info.num_train, dtype=torch.long))  # cluster id per training index
-        self.source = None
         self.stats: dict = {}
 
+    def source_trunk(self):
+        return load_source_trunk(self.source)
+
     def setup(self, train):
-        """The cluster step; returns the source trunk (on the CPU) for subclasses that keep it."""
+        """The cluster step: the source's features of every training image, spherical k-means."""
         s = self.settings
-        self.source = find_source(s.source, s.runs, self.name)
-        teacher = load_source_trunk(self.source)
-        dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        teacher = self.source_trunk()
+        dev = default_device()
+        was = next(teacher.parameters()).device
         feats = extract_features(teacher.to(dev), train.images, [s.layer], s.feature_dim, device=dev,
                                  desc="source features")[s.layer]
+        teacher.to(was)
         result = spherical_kmeans(feats, self.k, s.kmeans_seed, s.kmeans_iters)
-        self.targets.copy_(broadcast_from_main(result.labels))  # every rank fits the same clusters
-        self.register_buffer("centroids", broadcast_from_main(result.centroids))
+        self.targets.copy_(result.labels)
         self.stats = result.stats()
-        return teacher.cpu()
+        return result
 
     def describe(self):
-        return {"clusters": self.k, "layer": self.settings.layer,
-                "source_method": self.source.method if self.source else "", **self.stats}
+        return {"clusters": self.k, "layer": self.settings.layer, "source_method": self.source.method, **self.stats}
 
     def run_tags(self):
-        if not self.source:
-            return {}
-        return {"mlflow.parentRunId": self.source.mlflow_run_id, "sslray.source_run": str(self.source.run_dir.resolve())}
+        return {"mlflow.parentRunId": self.source.mlflow_run_id,
+                "sslray.source_run": str(self.source.run_dir.path.resolve())}
 
     def augment(self, x):
         return hflip(pad_crop(x, self.settings.pad) if self.settings.pad else x)
@@ -125,13 +127,23 @@ class Distill(ClusterFit):
     name = "distill"
     Settings = DistillSettings
 
-    def setup(self, train):
+    def __init__(self, settings, trunk, info):
+        super().__init__(settings, trunk, info)
         # the frozen teacher is a submodule: it moves to the device and checkpoints with the method
-        self.teacher = super().setup(train).eval().requires_grad_(False)
+        self.teacher = super().source_trunk().eval().requires_grad_(False)
+        c, h, _ = self.teacher.tap_shapes(info.image_size)[settings.layer]
+        side = pool_size(c, h, settings.feature_dim)
+        self.register_buffer("centroids", torch.zeros(self.k, c * side * side))
+
+    def source_trunk(self):
+        return self.teacher
+
+    def setup(self, train):
+        self.centroids.copy_(super().setup(train).centroids)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if hasattr(self, "teacher"):
+        if "teacher" in self._modules:
             self.teacher.eval()  # BN running statistics of the source, never batch statistics
         return self
 

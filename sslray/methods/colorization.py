@@ -28,7 +28,7 @@ from ..components.lab import ab_bins, lightness_input, rebalancing_weights, rgb_
 from ..config import Layer
 from . import register
 from ._ddp import every_parameter
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 
 def colour_targets(x: torch.Tensor, out_size: int, grid: int = 10, neighbours: int = 5, sigma: float = 5.0):
@@ -39,7 +39,7 @@ def colour_targets(x: torch.Tensor, out_size: int, grid: int = 10, neighbours: i
     return lightness_input(lab), soft_encode(ab, grid, neighbours, sigma)
 
 
-class ColorizationSettings(MethodSettings):
+class ColorizationSettings(Strict):
     grid: int = Field(10, ge=2, le=50, description="side of an ab bin (paper: 10, Q = 313 on ImageNet)")
     neighbours: int = Field(5, ge=1, description="bins in the soft-encoded target (paper: 5)")
     sigma: float = Field(5.0, gt=0, description="Gaussian width of the soft encoding and prior smoothing")

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from ..components.decoder import UpsamplingDecoder
 from . import register
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 
 def square_mask(n: int, size: int, side: int, random: bool, device=None) -> torch.Tensor:
@@ -49,7 +49,7 @@ def inpainting_loss(pred: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> 
     return (((pred - x) ** 2) * m).sum() / m.sum().clamp_min(1)
 
 
-class InpaintingSettings(MethodSettings):
+class InpaintingSettings(Strict):
     mask: Literal["centre", "random"] = Field("centre", description="centre square (paper's central region) "
                                               "or a random square per image (random block)")
     mask_fraction: float = Field(0.5, gt=0, lt=1, description="side of the masked square as a fraction of the "

@@ -20,14 +20,14 @@ import math
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
+from ..components.heads import TileHead
 from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.tiles import shuffle_tiles
 from ..errors import UserError
 from . import register
 from ._patches import PatchSettings, check_tiles, cut_tiles, tile_size
-from .base import Method, accuracy, linear_head
+from .base import Method, accuracy
 
 
 class JigsawSettings(PatchSettings):
@@ -42,18 +42,6 @@ class JigsawSettings(PatchSettings):
     grayscale: float = Field(0.3, ge=0, le=1, description="probability of a grey tile (paper: 30% grey images)")
 
 
-class JigsawHead(nn.Module):
-    """Per-tile fc (shared), concatenation in tile order, then a classifier over P."""
-
-    def __init__(self, in_dim: int, tiles: int, tile_dim: int, hidden: int, classes: int):
-        super().__init__()
-        self.tile_fc = nn.Sequential(nn.Linear(in_dim, tile_dim), nn.ReLU(inplace=True))
-        self.classify = linear_head(tiles * tile_dim, classes, hidden or None)
-
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (N, K, D) -> (N, |P|)
-        return self.classify(self.tile_fc(feats).flatten(1))
-
-
 @register
 class Jigsaw(Method):
     """Classify which of P max-Hamming permutations shuffled 3x3 tiles (Noroozi & Favaro 2016)."""
@@ -66,7 +54,8 @@ class Jigsaw(Method):
         k = settings.grid ** 2
         perms = hamming_permutations(settings.permutations, k, seed=settings.perm_seed)
         self.register_buffer("perms", torch.as_tensor(perms, dtype=torch.long), persistent=False)
-        self.head = JigsawHead(trunk.out_dim, k, settings.tile_dim, settings.head_hidden, settings.permutations)
+        # per-tile fc + ReLU (shared), concatenated in tile order, a classifier over P
+        self.head = TileHead(trunk.out_dim, k, settings.tile_dim, settings.permutations, settings.head_hidden)
 
     @classmethod
     def check(cls, settings, info):

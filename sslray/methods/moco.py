@@ -13,12 +13,12 @@ from ..components.losses import embedding_std, info_nce
 from ..components.queue import KeyQueue, frozen_copy, momentum_update
 from . import register
 from ._contrastive import augmented_view, resolve_negatives
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 PAPER_QUEUE = 65536
 
 
-class MoCoSettings(MethodSettings):
+class MoCoSettings(Strict):
     temperature: float = Field(0.2, gt=0, description="tau of InfoNCE (0.2 in MoCo v2)")
     momentum: float = Field(0.999, ge=0, lt=1, description="key encoder EMA momentum")
     queue: int | None = Field(

@@ -21,10 +21,10 @@ from ..config import validation_message
 from ..errors import UserError
 from . import discover, register
 from ._ddp import every_parameter
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 
-class MultitaskSettings(MethodSettings):
+class MultitaskSettings(Strict):
     tasks: dict[str, float] = Field({"rotation": 0.5, "jigsaw": 0.5},
                                     description="task -> probability that a batch is drawn for it (renormalised)")
     task_settings: dict[str, dict[str, Any]] = Field({}, description="task -> its own settings "

@@ -17,12 +17,12 @@ from ..components.losses import embedding_std, info_nce, npid_nce_loss
 from ..components.memory_bank import MemoryBank
 from . import register
 from ._contrastive import augmented_view, resolve_negatives
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 PAPER_NEGATIVES = 4096
 
 
-class NPIDSettings(MethodSettings):
+class NPIDSettings(Strict):
     temperature: float = Field(0.07, gt=0, description="tau of exp(v_i . v / tau)")
     embed_dim: int = Field(128, ge=2, description="embedding (and memory bank) dimension")
     negatives: int | None = Field(

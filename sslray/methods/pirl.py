@@ -22,19 +22,21 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from ..components.heads import TileHead
 from ..components.losses import embedding_std, info_nce, pirl_nce_loss
 from ..components.memory_bank import MemoryBank
 from ..components.permutations import hamming_permutations, hamming_stats
+from ..components.rotation import rotate
 from ..components.tiles import shuffle_tiles, tile_grid
 from ..errors import UserError
 from . import register
 from ._contrastive import augmented_view, resolve_negatives
-from .base import Method, MethodSettings
+from .base import Method, Strict
 
 PAPER_NEGATIVES = 32000
 
 
-class PIRLSettings(MethodSettings):
+class PIRLSettings(Strict):
     transform: Literal["jigsaw", "rotation", "jigsaw+rotation"] = Field(
         "jigsaw", description="the pretext transform t; jigsaw+rotation rotates by k*90 deg, then shuffles tiles")
     loss: Literal["nce", "softmax"] = Field(
@@ -53,28 +55,6 @@ class PIRLSettings(MethodSettings):
     shared_negatives: bool = Field(
         True, description="one draw of K bank entries per step for the whole batch (a row's own entry swapped "
                           "out); False = a draw per row as in the paper's code, slower at large K")
-
-
-def random_rotation(x: torch.Tensor) -> torch.Tensor:
-    """Each image rotated by its own random multiple of 90 degrees."""
-    k = torch.randint(0, 4, (len(x),), device=x.device)
-    rotated = torch.stack([torch.rot90(x, r, dims=(2, 3)) for r in range(4)])  # (4, N, C, H, W)
-    return rotated[k, torch.arange(len(x), device=x.device)]
-
-
-class JigsawHead(nn.Module):
-    """PIRL's g for jigsaw: tiles through the trunk, a shared projection per tile, concatenated
-    in the (shuffled) order they come in, then projected to the embedding."""
-
-    def __init__(self, in_dim: int, n_tiles: int, dim: int = 128):
-        super().__init__()
-        self.tile = nn.Linear(in_dim, dim)
-        self.mix = nn.Linear(n_tiles * dim, dim)
-
-    def forward(self, trunk: nn.Module, tiles: torch.Tensor) -> torch.Tensor:
-        n, k = tiles.shape[:2]
-        per_tile = self.tile(trunk(tiles.flatten(0, 1).contiguous(memory_format=torch.channels_last)))
-        return self.mix(per_tile.view(n, -1))
 
 
 @register
@@ -99,7 +79,8 @@ class PIRL(Method):
         self.f = nn.Linear(trunk.out_dim, s.embed_dim)
         # only the head the transform uses exists: DDP rejects parameters that get no gradient
         if "jigsaw" in s.transform:
-            self.g = JigsawHead(trunk.out_dim, s.grid * s.grid, s.embed_dim)
+            # tiles through the trunk, a shared linear projection per tile, concatenated, projected
+            self.g = TileHead(trunk.out_dim, s.grid * s.grid, s.embed_dim, s.embed_dim, relu=False)
         else:
             self.g = nn.Linear(trunk.out_dim, s.embed_dim)
         if s.permutations is not None and "jigsaw" in s.transform:
@@ -118,7 +99,7 @@ class PIRL(Method):
     def embed_transformed(self, x: torch.Tensor) -> torch.Tensor:
         """g(v_It) for a fresh random transform t of every image."""
         if "rotation" in self.settings.transform:
-            x = random_rotation(x)
+            x = rotate(x, torch.randint(0, 4, (len(x),), device=x.device))
         if "jigsaw" not in self.settings.transform:
             return self.g(self.trunk(x))
         tiles = tile_grid(x, self.settings.grid)
@@ -126,7 +107,10 @@ class PIRL(Method):
             perms = self.perm_table[torch.randint(0, len(self.perm_table), (len(x),), device=x.device)]
         else:
             perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
-        return self.g(self.trunk, shuffle_tiles(tiles, perms))
+        shuffled = shuffle_tiles(tiles, perms)
+        n, k = shuffled.shape[:2]
+        feats = self.trunk(shuffled.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        return self.g(feats.view(n, k, -1))
 
     def query(self, a: torch.Tensor) -> torch.Tensor:
         """The vector whose dot products with bank entries give s: a/|a| for cosine, a for l2."""

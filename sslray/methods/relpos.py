@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..components.heads import linear_head
 from . import register
 from ._patches import PatchSettings, check_tiles, cut_tiles, tile_size
-from .base import Method, accuracy, linear_head
+from .base import Method, accuracy
 
 #: label k -> (row, column) offset of the query from the anchor, row-major around the centre
 OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))

@@ -7,13 +7,14 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from ..components.heads import linear_head
 from ..components.losses import embedding_std, nt_xent
 from . import register
 from ._contrastive import augmented_view
-from .base import Method, MethodSettings, linear_head
+from .base import Method, Strict
 
 
-class SimCLRSettings(MethodSettings):
+class SimCLRSettings(Strict):
     temperature: float = Field(0.5, gt=0, description="tau of NT-Xent (0.5: the paper's CIFAR-10 setting)")
     proj_dim: int = Field(128, ge=2, description="projection output dimension")
     proj_hidden: int = Field(0, ge=0, description="projection hidden size (0 = the trunk's output size)")

@@ -1,5 +1,6 @@
 """Trunks with named feature taps (conv1, res2, res3, res4, res5) and small heads."""
 
+from .features import extract_features
 from .trunk import Trunk, build_trunk, pool_features, pool_size, resolve_stem, resolve_width
 
-__all__ = ["Trunk", "build_trunk", "pool_features", "pool_size", "resolve_stem", "resolve_width"]
+__all__ = ["Trunk", "build_trunk", "extract_features", "pool_features", "pool_size", "resolve_stem", "resolve_width"]

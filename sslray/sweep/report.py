@@ -12,23 +12,25 @@ from pathlib import Path
 
 from .. import LAYERS
 from ..errors import UserError
-from ..tracking import client
-from .study import param_name
+from ..eval.table import layer_table
+from ..tracking import Store
+from .stops import Stop, StopReason
+from .study import STUDY_ARTIFACT, Study, param_name
 
 
-def study_runs(name: str):
-    c = client()
-    exp = c.get_experiment_by_name(name)
+def study_runs(name: str, store: Store):
+    """The newest study run of experiment ``name``, the study it ran (read back whole) and its trials."""
+    exp = store.find_experiment(name)
     if exp is None:
-        raise UserError(f"no study {name!r} in the MLflow store {c._tracking_client.tracking_uri}")
-    parents = c.search_runs([exp.experiment_id], filter_string="tags.`sslray.role` = 'study'",
-                            order_by=["start_time DESC"], max_results=1)
+        raise UserError(f"no study {name!r} in the MLflow store {store.uri}")
+    parents = store.runs(exp, "tags.`sslray.role` = 'study'", order_by=["start_time DESC"], max_results=1)
     if not parents:
         raise UserError(f"experiment {name!r} has no study run (was it made by `sslray sweep`?)")
     parent = parents[0]
-    children = c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-                             max_results=5000)
-    return c, parent, children
+    text = store.read_text(parent.info.run_id, STUDY_ARTIFACT)
+    if text is None:
+        raise UserError(f"study {name!r}: its run has no {STUDY_ARTIFACT} (made by an older sslray; rerun the sweep)")
+    return parent, Study.model_validate_json(text), store.children(exp, parent.info.run_id)
 
 
 def _num(v):
@@ -40,34 +42,19 @@ def _num(v):
     return v
 
 
-def stop_label(reason: str) -> str:
-    """A stop reason in a few characters: done, failed, ASHA@<epoch>, or stopped."""
-    if reason == "completed":
-        return "done"
-    if reason.startswith("failed"):
-        return "failed"
-    if reason.startswith("early-stopped by ASHA after epoch"):
-        return "ASHA@" + reason.rsplit(" ", 1)[-1]
-    return "stopped"
-
-
-def report(name: str, out_dir: str = "reports") -> dict:
-    c, parent, children = study_runs(name)
-    p = parent.data.params
-    objective = p.get("objective", "max transfer/res4/top1").split(" ", 1)
-    mode, metric = objective[0], objective[1]
-    import json
-
-    swept = [param_name(k) for k in json.loads(p.get("search_space", "{}"))]
-    x_key = next((k for k in swept), None)
-    if "report.x" in p:  # the study's own choice (studies logged before it: the first swept key)
-        x_key = param_name(p["report.x"]) if p["report.x"] not in ("None", "") else None
-    families = p.get("report.families", "transfer,knn").split(",")
+def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
+    store = Store(uri)
+    parent, study, children = study_runs(name, store)
+    mode, metric = study.objective.mode, study.objective.metric
+    swept = [param_name(k) for k in study.space.params]
+    x_key = param_name(study.report.x) if study.report.x else None
+    families = list(study.report.families)
     rows = []
     for r in children:
         m, prm = r.data.metrics, r.data.params
         rows.append({"run": r.info.run_id, "trial": r.data.tags.get("sslray.trial_id", "")[-5:],
-                     "method": prm.get("method", "?"), "reason": r.data.tags.get("sslray.stop_reason", "?"),
+                     "method": prm.get("method", "?"),
+                     "reason": StopReason.of(r.data.tags) or StopReason(Stop.RUNNING),
                      "swept": {k: _num(prm.get(k)) for k in swept if k in prm},
                      "objective": m.get(metric),
                      "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
@@ -75,18 +62,18 @@ def report(name: str, out_dir: str = "reports") -> dict:
                      "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")}})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
-    print(f"study {name}: {p.get('question', '')}")
+    print(f"study {name}: {study.question}")
     print(f"objective: {mode} {metric}   trials: {len(rows)}")
-    head = f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}" + "".join(f"{layer:>7}" for layer in LAYERS)
-    print(head)
-    for r in rows:
+
+    def label(r):
         sw = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items())
-        stop = stop_label(r["reason"])
-        cells = "".join(f"{100 * v:7.1f}" if v is not None else f"{'-':>7}" for v in r["transfer"].values())
-        print(f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{stop:<10}{cells}")
+        return f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{r['reason'].label():<10}"
+
+    print(layer_table([(label(r), r["transfer"]) for r in rows], corner=f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}",
+                      layers=LAYERS, label_width=68))
     for r in rows:
-        if r["reason"].startswith("failed"):
-            print(f"  trial {r['trial']} {r['reason']}")
+        if r["reason"].stop is Stop.FAILED:
+            print(f"  trial {r['trial']} {r['reason'].text()}")
     done = [r for r in rows if r["objective"] is not None]
     best = done[0] if done else None
     if best:
@@ -96,7 +83,7 @@ def report(name: str, out_dir: str = "reports") -> dict:
     out = Path(out_dir) / name
     figures = _plots(name, done, x_key, out, families) if done else []
     for f in figures:
-        c.log_artifact(parent.info.run_id, str(f), "report")
+        store.log_artifact(parent.info.run_id, f, "report")
     for f in figures:
         print(f"figure: {f}")
     return {"best": best, "rows": rows, "figures": [str(f) for f in figures]}
@@ -123,10 +110,9 @@ def _print_invariance(rows: list[dict]) -> None:
     for t in _transforms(rows):
         have = [r for r in rows if f"{t}/chance" in r["invariance"]]
         print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariance'][f'{t}/chance']:.0f} %)")
-        for r in have:
-            cells = "".join(f"{100 * r['invariance'][f'{t}/{layer}/probe_top1']:7.1f}"
-                            if f"{t}/{layer}/probe_top1" in r["invariance"] else f"{'-':>7}" for layer in LAYERS)
-            print(f"  {_group(r, None)[:58]:<60}{cells}")
+        table = [(_group(r, None), {layer: r["invariance"].get(f"{t}/{layer}/probe_top1") for layer in LAYERS})
+                 for r in have]
+        print(layer_table(table, corner="variant", layers=LAYERS))
 
 
 def _fmt(v) -> str:

@@ -9,7 +9,6 @@ its own checkpoint; ``--resume`` restores the Tune experiment and finishes only 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from ..errors import UserError
-from ..tracking import Tracker, client, experiment_id, tracking_uri
-from .study import Study, applies, param_name, trial_overrides
+from ..tracking import RunDir, Store, Tracker
+from .stops import Stop, StopReason, failure
+from .study import STUDY_ARTIFACT, Study, applies, param_name, trial_overrides
 
 OBJECTIVE = "objective"
 
@@ -70,60 +70,75 @@ def grid_space(study: Study) -> dict:
     return {"point": tune.grid_search(grid_points(study))}
 
 
+class TuneReporter:
+    """A sweep trial's epochs, reported to Ray Tune: in-process, every epoch but the last (the
+    last report comes after the per-layer evaluation, with the objective); on Ray Train, rank 0's
+    reports reach Tune through ``TuneReportCallback``."""
+
+    def epoch(self, epoch: int, metrics: dict, last: bool) -> None:
+        import ray.tune
+
+        if not last:
+            ray.tune.report({**metrics, "epoch": epoch + 1})
+
+    def ray_callbacks(self) -> list:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        return [TuneReportCallback()]
+
+
 def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str) -> None:
     """One Tune trial: one sslray run, a child of the study's parent run."""
     import ray.tune
 
-    from ..config import build_config
-    from ..train.run import mlflow_run_id, prepare, run
+    from ..train.build import build_config, build_run
+    from ..train.run import run
 
     study = Study.model_validate_json(study_json)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     trial_id = ray.tune.get_context().get_trial_id()
     sampled = dict(config.get("point", config))  # grid search: one enumerated point
     method = sampled.pop("method")
     overrides = trial_overrides(study, sampled)
     b = study.budget
-    overrides.update({"experiment": study.name, "output_dir": str(Path(root) / "trials"), "run_name": f"trial-{trial_id}",
-                      "dist.workers": b.workers_per_trial, "dist.cpus_per_worker": b.cpus_per_trial,
-                      "dist.gpus_per_worker": b.gpus_per_trial, "threads": max(1, int(b.cpus_per_trial))})
-    cfg = build_config(method, overrides)
-    prepared = prepare(cfg)
-    run_dir = Path(root) / "trials" / trial_id
-    resume = run_dir if (run_dir / "run.json").exists() else None
+    overrides.update({"run.experiment": study.name, "run.output_dir": str(Path(root) / "trials"),
+                      "run.run_name": f"trial-{trial_id}", "dist.workers": b.workers_per_trial,
+                      "dist.cpus_per_worker": b.cpus_per_trial, "dist.gpus_per_worker": b.gpus_per_trial,
+                      "run.threads": max(1, int(b.cpus_per_trial))})
+    built = build_run(build_config(method, overrides))
+    run_dir = RunDir(Path(root) / "trials" / trial_id)
+    resume = run_dir if run_dir.has(RunDir.META) else None
     tags = {"mlflow.parentRunId": parent_id, "sslray.study": study.name, "sslray.trial_id": trial_id,
-            "sslray.role": "trial", "sslray.stop_reason": "running"}
+            "sslray.role": "trial", **StopReason(Stop.RUNNING).tags()}
+    store = Store(uri)
     try:
-        result = run(prepared, resume_from=resume, progress=False, run_dir=run_dir, tags=tags, tune=True)
+        result = run(built, resume=resume, progress=False, run_dir=run_dir, tags=tags, reporter=TuneReporter(), uri=uri)
     except Exception as e:  # a diverged or broken trial: say why on its MLflow run, then let Tune see it
-        if (run_dir / "run.json").exists():
-            client(uri).set_tag(mlflow_run_id(run_dir), "sslray.stop_reason",
-                                f"failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:250])
+        if run_dir.has(RunDir.META):
+            store.set_tags(run_dir.mlflow_run_id, failure(e).tags())
         raise
-    final = client(uri).get_run(result["run_id"]).data.metrics
-    objective = final.get(study.objective.metric)
-    report = {k: v for k, v in final.items() if "/" in k}
-    report.update(epoch=b.epochs, run_id=result["run_id"])
+    objective = result.metrics.get(study.objective.metric)
+    report = {k: v for k, v in result.metrics.items() if "/" in k}
+    report.update(epoch=b.epochs, run_id=result.run_id)
     if objective is not None and math.isfinite(objective):
         report[OBJECTIVE] = objective
-    client(uri).set_tag(result["run_id"], "sslray.stop_reason", "completed")
+    store.set_tags(result.run_id, StopReason(Stop.COMPLETED).tags())
     ray.tune.report(report)
 
 
-def _parent_run(study: Study, resume: bool) -> str:
-    c = client()
-    exp = experiment_id(c, study.name)
+def _parent_run(study: Study, resume: bool, store: Store) -> str:
+    exp = store.experiment(study.name)
     if resume:
-        found = c.search_runs([exp], filter_string=f"tags.`sslray.role` = 'study' and tags.`sslray.study` = '{study.name}'",
-                              order_by=["start_time DESC"], max_results=1)
+        found = store.runs(exp, f"tags.`sslray.role` = 'study' and tags.`sslray.study` = '{study.name}'",
+                           order_by=["start_time DESC"], max_results=1)
         if found:
-            c.update_run(found[0].info.run_id, status="RUNNING")
+            store.set_status(found[0].info.run_id, "RUNNING")
             return found[0].info.run_id
-    parent = Tracker(study.name, run_name=f"study-{study.name}",
+    parent = Tracker(study.name, run_name=f"study-{study.name}", store=store,
                      tags={"sslray.role": "study", "sslray.study": study.name, "sslray.question": study.question})
-    space = {k: v.model_dump(exclude_none=True) for k, v in study.space.params.items()}
+    # the study whole, as an artifact (the report reads it back); params are for the UI's columns
+    store.log_text(parent.run_id, study.model_dump_json(indent=1), STUDY_ARTIFACT)
     parent.log_params({"question": study.question[:5000], "methods": ",".join(study.methods),
-                       "search": study.search, "search_space": json.dumps(space)[:5000],
+                       "search": study.search, "swept": ",".join(study.space.params)[:5000],
                        "objective": f"{study.objective.mode} {study.objective.metric}",
                        "early_stopping": study.early_stopping.model_dump_json() if study.early_stopping else "none",
                        **{f"budget.{k}": v for k, v in study.budget.model_dump().items()},
@@ -147,8 +162,10 @@ def concurrency(study: Study) -> int:
     return max(1, min(n, b.max_concurrent or n, b.trials))
 
 
-def sweep(study: Study, address: str | None = None, resume: bool = False, output_dir: str = "runs") -> dict:
-    """Run a study; returns ``{"parent_run_id", "trials", "best"}``."""
+def sweep(study: Study, address: str | None = None, resume: bool = False, output_dir: str = "runs",
+          uri: str | None = None) -> dict:
+    """Run a study (MLflow store ``uri``, default :func:`~sslray.tracking.tracking_uri`); returns
+    ``{"parent_run_id", "trials", "best", "errors"}``."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -167,10 +184,11 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     connect(address)
     n_conc = concurrency(study)
     b = study.budget
-    parent_id = _parent_run(study, resume)
+    store = Store(uri)
+    parent_id = _parent_run(study, resume, store)
     root.mkdir(parents=True, exist_ok=True)
     trainable = tune.with_parameters(trial_fn, study_json=study.model_dump_json(), parent_id=parent_id,
-                                     uri=tracking_uri(), root=str(root))
+                                     uri=store.uri, root=str(root))
     resources = {"CPU": b.cpus_per_trial, "GPU": b.gpus_per_trial} if b.workers_per_trial == 1 else {"CPU": 0}
     trainable = tune.with_resources(trainable, resources)
     results = None
@@ -200,40 +218,38 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
                                           failure_config=tune.FailureConfig(max_failures=0)))
         results = tuner.fit()
     finally:
-        summary = finalize(study, parent_id)
+        summary = finalize(study, parent_id, store)
     return {"parent_run_id": parent_id, **summary, "errors": results.num_errors if results is not None else None}
 
 
-def finalize(study: Study, parent_id: str) -> dict:
+def finalize(study: Study, parent_id: str, store: Store) -> dict:
     """Give every child run its stop reason and status; return the best completed trial."""
-    c = client()
-    exp = experiment_id(c, study.name)
-    children = c.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=5000)
+    exp = store.experiment(study.name)
+    children = store.children(exp, parent_id)
     best, sign = None, 1 if study.objective.mode == "max" else -1
     for r in children:
-        reason = r.data.tags.get("sslray.stop_reason", "")
-        if reason in ("running", "") and r.info.status == "FAILED":
-            reason = "failed"
-            c.set_tag(r.info.run_id, "sslray.stop_reason", reason)
-        elif reason in ("running", ""):  # stopped by ASHA (or the driver died) before its evaluation
-            history = c.get_metric_history(r.info.run_id, "train/loss")
-            epochs = max((m.step + 1 for m in history), default=0)
-            reason = (f"early-stopped by ASHA after epoch {epochs}" if study.early_stopping and study.search == "tpe"
-                      else f"stopped after epoch {epochs} (the sweep was interrupted)")
-            c.set_tag(r.info.run_id, "sslray.stop_reason", reason)
-            if r.info.status in ("RUNNING", "FINISHED"):
-                c.set_terminated(r.info.run_id, "KILLED")
+        reason = StopReason.of(r.data.tags) or StopReason(Stop.RUNNING)
+        if reason.stop is Stop.RUNNING:
+            if r.info.status == "FAILED":
+                reason = StopReason(Stop.FAILED)
+            else:  # stopped by ASHA (or the driver died) before its evaluation
+                epochs = max((m.step + 1 for m in store.history(r.info.run_id, "train/loss")), default=0)
+                asha = study.early_stopping and study.search == "tpe"
+                reason = StopReason(Stop.EARLY_STOPPED if asha else Stop.INTERRUPTED, epochs)
+                if r.info.status in ("RUNNING", "FINISHED"):
+                    store.set_status(r.info.run_id, "KILLED")
+            store.set_tags(r.info.run_id, reason.tags())
         value = r.data.metrics.get(study.objective.metric)
-        if reason == "completed" and value is not None and (best is None or sign * value > sign * best[1]):
+        if reason.stop is Stop.COMPLETED and value is not None and (best is None or sign * value > sign * best[1]):
             best = (r, value)
-    c.set_terminated(parent_id, "FINISHED")
+    store.set_status(parent_id, "FINISHED")
     out = {"trials": len(children), "best": None}
     if best:
         r, value = best
         out["best"] = {"run_id": r.info.run_id, study.objective.metric: value, "method": r.data.params.get("method"),
                        "params": {k: r.data.params.get(k) for k in swept_param_names(study)}}
-        c.set_tag(parent_id, "sslray.best_run", r.info.run_id)
-        c.log_metric(parent_id, f"best/{study.objective.metric}", value)
+        store.set_tags(parent_id, {"sslray.best_run": r.info.run_id})
+        store.log_metrics(parent_id, {f"best/{study.objective.metric}": value})
     return out
 
 

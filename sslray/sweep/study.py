@@ -22,17 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
-from ..config import validation_message
+from ..config import Strict, set_dotted, validation_message
 from ..errors import UserError
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "int", "logint")
+#: the artifact of a study's parent run that holds the whole study (search space resolved)
+STUDY_ARTIFACT = "study.json"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Dist(Strict):
@@ -185,12 +183,8 @@ def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:
     for key, value in overrides.items():
         if key.startswith("config."):
             tree.setdefault("config", {})[key.removeprefix("config.")] = value
-            continue
-        node = tree
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
+        else:
+            set_dotted(tree, key, value)
     return tree
 
 
@@ -225,7 +219,7 @@ def trial_overrides(study: Study, sampled: dict[str, Any]) -> dict[str, Any]:
     """The ``--set`` overrides of one trial: the study's fixed config, data, budget and samples."""
     out = {f"data.{k}": v for k, v in study.data.items()}
     out.update(study.config)
-    out["epochs"] = study.budget.epochs
+    out["run.epochs"] = study.budget.epochs
     if study.early_stopping and study.early_stopping.metric.startswith("monitor/"):
         out["eval.monitor"] = True
     out.update({k: v for k, v in sampled.items() if k != "method"})
@@ -239,8 +233,8 @@ def applies(dist: Dist, sampled: dict[str, Any]) -> bool:
 def validate_trials(study: Study, path: Path) -> None:
     """Build one config per method from the space's first values: unknown methods, keys or values
     fail here, naming the file and the key, before Ray or MLflow are touched."""
-    from ..config import build_config
     from ..methods import get_method
+    from ..train.build import build_config
 
     for method in study.methods:
         try:

@@ -41,7 +41,7 @@ def connect(address: str | None = None) -> None:
         raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {str(e).splitlines()[0]}") from None
 
 
-def storage_path(cfg, run_dir: Path) -> str:
+def storage_path(cfg) -> str:
     return cfg.dist.storage_path or str((Path(cfg.output_dir) / "ray").resolve())
 
 
@@ -75,9 +75,9 @@ def cluster_fit(workers: int, cpus: float, gpus: float) -> tuple[int, tuple | No
     return (min(counts) if counts else 1), short
 
 
-def check_cluster(cfg, run_dir: Path) -> None:
+def check_cluster(cfg) -> None:
     """Fail fast, in one line, if the request cannot run on the cluster."""
-    check_storage(storage_path(cfg, run_dir))
+    check_storage(storage_path(cfg))
     connect(cfg.dist.address)
     d = cfg.dist
     per = {"GPU": d.gpus_per_worker, "CPU": d.cpus_per_worker}
@@ -88,34 +88,40 @@ def check_cluster(cfg, run_dir: Path) -> None:
                         f"{have:g} {kind}s, {free:g} free")
 
 
-def launch_ray(payload: dict, cfg, run_dir: Path) -> dict:
-    """Run :func:`~sslray.train.worker.train_worker` on ``cfg.dist.workers`` Ray Train workers."""
+def launch_ray(spec, built, run_dir, reporter=None) -> dict:
+    """Run :func:`~sslray.train.worker.ray_train_loop` on ``cfg.dist.workers`` Ray Train workers.
+
+    The workers take the method's state as :func:`~sslray.train.build.build_run` left it (through
+    the object store), so its setup work is not repeated; ``reporter`` (a sweep trial's Tune)
+    adds its Ray Train callbacks. Returns rank 0's last report and the evaluation's metrics."""
+    import ray
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .worker import train_worker
+    from ..tracking import RunDir
+    from .worker import ray_train_loop
 
+    cfg = built.cfg
     connect(cfg.dist.address)
     d = cfg.dist
-    callbacks = []
-    if payload.get("tune"):  # a sweep trial: forward rank 0's per-epoch reports to Tune
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
     resources = {"CPU": d.cpus_per_worker, **({"GPU": d.gpus_per_worker} if d.gpus_per_worker else {})}
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={**payload, "ray": True},
+        ray_train_loop,
+        train_loop_config={"spec": spec.with_state(ray.put(built.method_state()))},
         torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=d.workers, use_gpu=d.gpus_per_worker > 0,
                                                resources_per_worker=resources, placement_strategy=d.placement),
         run_config=ray.train.RunConfig(
             name=run_dir.name,  # stable: rerunning the same run folder restores its latest checkpoint
-            storage_path=storage_path(cfg, run_dir),
+            storage_path=storage_path(cfg),
             failure_config=ray.train.FailureConfig(max_failures=d.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=callbacks),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=reporter.ray_callbacks() if reporter else []),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
-    return {k: v for k, v in (result.metrics or {}).items() if "/" in k}
+    metrics = {k: v for k, v in (result.metrics or {}).items() if "/" in k}
+    if cfg.eval.enabled and run_dir.has(RunDir.TRANSFER):
+        metrics.update(run_dir.transfer())
+    return metrics

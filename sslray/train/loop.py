@@ -11,32 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.distributed as dist
+
+from ..components.distributed import DistContext, dist_context
 from ..progress import bar
-
 from .checkpoint import rng_state, set_rng_state
-
-
-@dataclass(frozen=True)
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_context() -> DistContext:
-    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    if dist.is_available() and dist.is_initialized():
-        return DistContext(dist.get_rank(), dist.get_world_size(), dev)
-    return DistContext(device=dev)
 
 
 class Batches:

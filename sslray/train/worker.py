@@ -1,6 +1,7 @@
 """The body of every training process: the local in-process run and each rank of a Ray Train
-worker group run exactly this function, so a laptop run, a Tune trial and a multi-node job share
-one code path. Only where checkpoints go differs (:class:`LocalCheckpoints` / :class:`RayCheckpoints`).
+worker group run exactly :func:`train_worker`, so a laptop run, a Tune trial and a multi-node job
+share one code path. What differs is passed in, not flagged: where epoch state goes (a checkpoint
+sink, :mod:`sslray.train.checkpoint`) and who else hears of each epoch (a reporter, e.g. Tune's).
 
 Exactly-once epoch logging: every epoch's metrics are written into its checkpoint *before* rank 0
 sends them to MLflow; a process restarted from that checkpoint sends them if MLflow lacks them.
@@ -11,66 +12,45 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 
+from ..components.distributed import dist_context
 from ..config import RunConfig
-from ..tracking import Tracker
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from .loop import dist_context, fit
+from ..eval.monitor import KnnMonitor
+from ..tracking import RunDir, Tracker
+from .build import Built, build_run
+from .checkpoint import LocalCheckpoints, RayCheckpoints
+from .loop import fit
+from .record import evaluate_and_record
 
 
-class LocalCheckpoints:
-    """Checkpoints in the run folder: ``<run_dir>/checkpoint.pt``."""
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a training process needs, from the driver that owns the run."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / CHECKPOINT
+    config: dict  # RunConfig.model_dump()
+    run_id: str  # the MLflow run
+    run_dir: str  # the run folder (absolute)
+    tracking_uri: str
+    progress: bool = True
+    #: the built method's state (a Ray object ref on a Ray Train worker group), so workers skip setup
+    init_state: Any = None
 
-    def latest(self) -> dict | None:
-        return load_checkpoint(self.path) if self.path.exists() else None
-
-    def save(self, state: dict, metrics: dict, is_main: bool) -> None:
-        if is_main:
-            save_checkpoint(self.path, state)
+    def with_state(self, state: Any) -> "WorkerSpec":
+        return replace(self, init_state=state)
 
 
-class RayCheckpoints:
-    """Checkpoints reported to Ray Train (kept under its ``storage_path``), restored on restart.
+class EpochReporter(Protocol):
+    """Someone else to tell about each epoch (rank 0 only), e.g. Ray Tune in a sweep trial."""
 
-    Rank 0 also mirrors each checkpoint into the run folder before reporting it: a worker killed
-    right after ``ray.train.report`` can lose that report (the controller had not collected it
-    yet), and the restart then takes whichever of the two checkpoints is newer.
-    """
+    def epoch(self, epoch: int, metrics: dict, last: bool) -> None: ...
 
-    def __init__(self, run_dir: Path):
-        self.mirror = LocalCheckpoints(run_dir)
-
-    def latest(self) -> dict | None:
-        import ray.train
-
-        ckpt = ray.train.get_checkpoint()
-        reported = None
-        if ckpt is not None:
-            with ckpt.as_directory() as d:
-                reported = load_checkpoint(Path(d) / CHECKPOINT)
-        mirrored = self.mirror.latest()
-        candidates = [c for c in (reported, mirrored) if c is not None]
-        return max(candidates, key=lambda c: int(c["epoch"])) if candidates else None
-
-    def save(self, state: dict, metrics: dict, is_main: bool) -> None:
-        import ray.train
-
-        epoch = int(state["epoch"])
-        if not is_main:  # every rank reports; only rank 0 carries the checkpoint
-            ray.train.report(metrics)
-            return
-        self.mirror.save(state, metrics, is_main)
-        with tempfile.TemporaryDirectory() as d:
-            save_checkpoint(Path(d) / CHECKPOINT, state)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                             checkpoint_dir_name=f"checkpoint_epoch={epoch:04d}")
+    def ray_callbacks(self) -> list:
+        """Ray Train callbacks that carry the same reports when the run trains on Ray Train."""
+        ...
 
 
 def log_pending(tracker: Tracker, start: dict) -> None:
@@ -86,8 +66,8 @@ def log_pending(tracker: Tracker, start: dict) -> None:
 class StepRecorder:
     """``debug.record_steps``: per rank and step, the batch indices, loss and a weight checksum."""
 
-    def __init__(self, run_dir: Path, rank: int):
-        path = Path(run_dir) / "debug" / f"rank{rank}.jsonl"
+    def __init__(self, run_dir: RunDir, rank: int):
+        path = run_dir.debug / f"rank{rank}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = path.open("a")
         self.node = ""
@@ -106,29 +86,11 @@ class StepRecorder:
         self.file.flush()
 
 
-class Monitor:
-    """Per-epoch kNN top-1 on pooled res5 features of a small fixed subset: cheap, and comparable
-    across methods (unlike their losses), so early stopping can rank trials of different methods."""
-
-    def __init__(self, prepared, cfg: RunConfig):
-        self.train = prepared.train.limit(cfg.eval.monitor_size)
-        self.test = prepared.test.limit(max(10, cfg.eval.monitor_size // 2))
-        self.k, self.t = cfg.eval.knn_k, cfg.eval.knn_temperature
-
-    def __call__(self, trunk) -> float:
-        from ..eval.features import extract_features
-        from ..eval.probes import knn_top1
-
-        tr = extract_features(trunk, self.train.images, ["res5"], 1)["res5"]
-        te = extract_features(trunk, self.test.images, ["res5"], 1)["res5"]
-        return knn_top1(tr, self.train.labels, te, self.test.labels, self.train.num_classes, self.k, self.t)
-
-
-def _kill_hook(cfg: RunConfig, run_dir: Path, rank: int):
+def _kill_hook(cfg: RunConfig, run_dir: RunDir, rank: int):
     """``debug.kill_at=[epoch, step]``: rank 0 kills its own process there, once (fault tests)."""
     if not cfg.debug.kill_at or rank != 0:
         return None
-    marker = Path(run_dir) / "debug" / "killed"
+    marker = run_dir.debug / "killed"
     epoch_at, step_at = cfg.debug.kill_at
 
     def hook(epoch: int, step: int, *_):
@@ -140,57 +102,64 @@ def _kill_hook(cfg: RunConfig, run_dir: Path, rank: int):
     return hook
 
 
-def train_worker(payload: dict, prepared=None) -> dict:
-    """Train (and on rank 0 evaluate) one run. ``payload``: config, run_id, run_dir, tracking_uri.
+def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: EpochReporter | None = None) -> dict:
+    """Train (and on rank 0 evaluate) one run; returns rank 0's last epoch metrics and evaluation.
 
-    ``prepared`` (a :class:`~sslray.train.run.Prepared`) skips reloading data in the local case.
-    """
-    from .run import evaluate_run, prepare
-
-    cfg = RunConfig(**payload["config"])
+    ``built`` is the driver's own run (in-process); a Ray Train worker passes None and builds its
+    data from the config, its method from ``spec.init_state``."""
+    cfg = RunConfig(**spec.config)
     ctx = dist_context()
-    if payload.get("ray"):
-        torch.set_num_threads(max(1, int(cfg.dist.cpus_per_worker)))
-    prepared = prepared or prepare(cfg)
-    run_dir = Path(payload["run_dir"])
-    sink = RayCheckpoints(run_dir) if payload.get("ray") else LocalCheckpoints(run_dir)
-    start = sink.latest()
-    tracker = Tracker(cfg.experiment, run_id=payload["run_id"], uri=payload["tracking_uri"]) if ctx.is_main else None
+    built = built or build_run(cfg, spec.init_state)
+    run_dir = RunDir(spec.run_dir)
+    start = checkpoints.latest()
+    tracker = Tracker(cfg.experiment, run_id=spec.run_id, uri=spec.tracking_uri) if ctx.is_main else None
     if start and tracker:
         log_pending(tracker, start)
-    progress = payload.get("progress", True)
-    method = prepared.method
-
-    monitor = Monitor(prepared, cfg) if cfg.eval.monitor and ctx.is_main else None
+    method = built.method
+    monitor = KnnMonitor(built.train, built.test, cfg.eval) if cfg.eval.monitor and ctx.is_main else None
+    last: dict = dict((start or {}).get("metrics") or {})
 
     def on_epoch(epoch: int, metrics: dict, state: dict) -> None:
         logged = {f"train/{k}": v for k, v in metrics.items()}
         if monitor:
             logged["monitor/knn_top1"] = monitor(method.trunk)
-        state.update(config=cfg.model_dump(), mlflow_run_id=payload["run_id"], metrics=logged)
-        sink.save(state, {**logged, "epoch": epoch + 1}, ctx.is_main)  # first the checkpoint,
+        state.update(config=cfg.model_dump(), mlflow_run_id=spec.run_id, metrics=logged)
+        checkpoints.save(state, {**logged, "epoch": epoch + 1}, ctx.is_main)  # first the checkpoint,
+        last.clear()
+        last.update(logged)
         if tracker:  # then MLflow (a crash between is repaired by log_pending), at most once per epoch
             if not tracker.has_step(next(iter(logged)), epoch):  # an epoch re-run after a lost checkpoint
                 tracker.log_metrics(logged, step=epoch)
-            # a sweep trial run in-process reports every epoch but the last to Tune: the last
-            # report comes after the per-layer evaluation, with the objective
-            if payload.get("tune") and not payload.get("ray") and epoch + 1 < cfg.epochs:
-                import ray.tune
-
-                ray.tune.report({**logged, "epoch": epoch + 1})
-            if progress:
+            if reporter:
+                reporter.epoch(epoch, logged, last=epoch + 1 == cfg.epochs)
+            if spec.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  "
                       f"acc {100 * metrics.get('acc', float('nan')):.1f}%  {metrics['img_per_s']:.0f} img/s", flush=True)
 
     hooks = [h for h in (_kill_hook(cfg, run_dir, ctx.rank),
                          StepRecorder(run_dir, ctx.rank) if cfg.debug.record_steps else None) if h]
     if method.trains and cfg.epochs > 0:
-        fit(cfg, method, prepared.train.images, prepared.train.labels, ctx=ctx, start=start,
-            on_epoch=on_epoch, on_step=hooks, progress=progress)
-    metrics: dict = {}
-    if ctx.is_main:
-        method.to(ctx.device)
-        torch.save({k: v.cpu() for k, v in method.trunk.state_dict().items()}, run_dir / "trunk.pt")
-        if cfg.eval.enabled:
-            metrics = evaluate_run(prepared, run_dir, tracker, progress)
-    return metrics
+        fit(cfg, method, built.train.images, built.train.labels, ctx=ctx, start=start,
+            on_epoch=on_epoch, on_step=hooks, progress=spec.progress)
+    if not ctx.is_main:
+        return {}
+    method.to(ctx.device)
+    run_dir.save_trunk(method.trunk.state_dict())
+    if cfg.eval.enabled:
+        last.update(evaluate_and_record(method.trunk, built.train, built.test, cfg, run_dir, tracker, spec.progress))
+    return last
+
+
+def ray_train_loop(config: dict) -> None:
+    """The per-worker function of a Ray Train run: ``config = {"spec": WorkerSpec}``."""
+    spec: WorkerSpec = config["spec"]
+    cfg = RunConfig(**spec.config)
+    torch.set_num_threads(max(1, int(cfg.dist.cpus_per_worker)))
+    if spec.init_state is not None and not isinstance(spec.init_state, dict):
+        import ray
+
+        spec = spec.with_state(ray.get(spec.init_state))
+    train_worker(spec, None, RayCheckpoints(RunDir(spec.run_dir)))
+
+
+__all__ = ["EpochReporter", "LocalCheckpoints", "WorkerSpec", "ray_train_loop", "train_worker"]

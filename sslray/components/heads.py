@@ -1,0 +1,32 @@
+"""Heads the methods put on the trunk: a linear classifier or small MLP, and the siamese tile head
+of jigsaw-style tasks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def linear_head(in_dim: int, out_dim: int, hidden: int | None = None) -> nn.Module:
+    """A linear classifier, or a 2-layer MLP with BN when ``hidden`` is given."""
+    if not hidden:
+        return nn.Linear(in_dim, out_dim)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_dim))
+
+
+class TileHead(nn.Module):
+    """Tiles of one image, each through the shared trunk (a siamese "context-free network"), then a
+    shared per-tile layer, concatenated in the order the tiles come in, then an output head.
+
+    Jigsaw (Noroozi & Favaro 2016): per-tile fc + ReLU, a classifier over the permutation subset.
+    PIRL's g for jigsaw (Misra & van der Maaten 2019): per-tile linear projection, a linear map to
+    the embedding."""
+
+    def __init__(self, in_dim: int, tiles: int, tile_dim: int, out_dim: int, hidden: int = 0, relu: bool = True):
+        super().__init__()
+        self.tile = nn.Sequential(nn.Linear(in_dim, tile_dim), *([nn.ReLU(inplace=True)] if relu else []))
+        self.out = linear_head(tiles * tile_dim, out_dim, hidden or None)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (N, K, D) -> (N, out_dim)
+        return self.out(self.tile(feats).flatten(1))

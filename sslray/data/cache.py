@@ -1,0 +1,27 @@
+"""The data cache (``$SSLRAY_CACHE``, default ``~/.cache/sslray``): decoded and generated images,
+written atomically, named by a fingerprint of what they were made from."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SSLRAY_CACHE") or Path.home() / ".cache" / "sslray"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_npz(path: Path, **arrays) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()[:12]

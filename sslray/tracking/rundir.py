@@ -1,0 +1,202 @@
+"""A run's folder: the one owner of its layout and of every file in it.
+
+::
+
+    <output_dir>/<method>-<stamp>-<hex>/
+        config.yaml      the validated RunConfig (plain YAML)
+        run.json         {"method", "mlflow_run_id"}
+        checkpoint.pt    the last epoch's training state (model, optimiser, schedule, RNG, metrics)
+        trunk.pt         the trained trunk's weights
+        transfer.json    the per-layer evaluation's metrics
+        per_layer.png    the per-layer figure
+        features/        cached frozen features of the evaluation
+        debug/           instrumentation (debug.record_steps, debug.kill_at)
+
+Torch files hold plain tensors and primitives only, are written atomically (a crash mid-write
+never corrupts the last good file) and are loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+
+def save_torch(path: str | Path, state: Any) -> None:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_torch(path: str | Path, what: str = "file", map_location="cpu") -> Any:
+    """A weights-only torch file; a missing, truncated or foreign file is a one-line UserError."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no {what} at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise UserError(f"unreadable {what} {path}: {type(e).__name__}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    CONFIG, META, CHECKPOINT, TRUNK = "config.yaml", "run.json", "checkpoint.pt", "trunk.pt"
+    TRANSFER, PLOT, FEATURES, DEBUG = "transfer.json", "per_layer.png", "features", "debug"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # ---------------------------------------------------------------- where runs are
+    @classmethod
+    def new(cls, output_dir: str | Path, method: str) -> "RunDir":
+        """A fresh, unique folder name under ``output_dir`` (not created yet)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return cls(Path(output_dir) / f"{method}-{stamp}-{secrets.token_hex(2)}")
+
+    @classmethod
+    def find(cls, target: str, output_dir: str | Path, method: str | None = None) -> "RunDir":
+        """The run folder ``target`` names: a path (to the folder or a file in it), an MLflow run id
+        of a run under ``output_dir``, ``latest`` (the newest run of ``method``) or ``latest:<method>``.
+        Only folders with a checkpoint count; anything else is a one-line UserError."""
+        if target.startswith("latest:"):
+            target, method = "latest", target.split(":", 1)[1]
+        path = Path(target)
+        if path.is_file():
+            path = path.parent
+        if (path / cls.CHECKPOINT).exists():
+            return cls(path)
+        root = Path(output_dir)
+        found = sorted(root.glob(f"*/{cls.CHECKPOINT}"), key=lambda p: p.stat().st_mtime, reverse=True) \
+            if root.is_dir() else []
+        for ckpt in found:
+            run = cls(ckpt.parent)
+            meta = run.meta()
+            if target == "latest" and (method is None or meta.get("method") == method):
+                return run
+            if meta.get("mlflow_run_id") == target:
+                return run
+        if target == "latest":
+            raise UserError(f"no checkpoint of method {method!r} in {root}/" if method else f"no run in {root}/")
+        raise UserError(f"no run folder with a checkpoint at {target!r}, and no run with that MLflow id in {root}/")
+
+    def create(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    # ---------------------------------------------------------------- config and identity
+    def write_config(self, config: dict) -> None:
+        import yaml
+
+        _write_text(self.file(self.CONFIG), yaml.safe_dump(config, sort_keys=False))
+
+    def config(self) -> dict:
+        import yaml
+
+        path = self.file(self.CONFIG)
+        if not path.is_file():
+            raise UserError(f"run {self.path} has no {self.CONFIG}")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raise UserError(f"run {self.path}: {self.CONFIG} is not valid YAML") from None
+        if not isinstance(data, dict):
+            raise UserError(f"run {self.path}: {self.CONFIG} is not a mapping")
+        return data
+
+    def write_meta(self, method: str, mlflow_run_id: str) -> None:
+        _write_text(self.file(self.META), json.dumps({"method": method, "mlflow_run_id": mlflow_run_id}))
+
+    def meta(self) -> dict:
+        """``run.json`` (``{}`` when missing or unreadable)."""
+        try:
+            data = json.loads(self.file(self.META).read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def mlflow_run_id(self) -> str:
+        run_id = self.meta().get("mlflow_run_id")
+        if not run_id:
+            raise UserError(f"run {self.path} has no MLflow run id ({self.META} missing or unreadable)")
+        return run_id
+
+    # ---------------------------------------------------------------- training state
+    def save_checkpoint(self, state: dict) -> None:
+        save_torch(self.file(self.CHECKPOINT), state)
+
+    def load_checkpoint(self) -> dict:
+        return load_torch(self.file(self.CHECKPOINT), "checkpoint")
+
+    def save_trunk(self, state_dict: dict) -> None:
+        save_torch(self.file(self.TRUNK), {k: v.detach().cpu() for k, v in state_dict.items()})
+
+    def load_trunk(self) -> dict:
+        return load_torch(self.file(self.TRUNK), "trunk")
+
+    # ---------------------------------------------------------------- evaluation
+    def write_transfer(self, metrics: dict[str, float]) -> None:
+        _write_text(self.file(self.TRANSFER), json.dumps(metrics, indent=1))
+
+    def transfer(self) -> dict[str, float]:
+        path = self.file(self.TRANSFER)
+        if not path.is_file():
+            raise UserError(f"{self.path} has no {self.TRANSFER} (not evaluated yet?)")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            raise UserError(f"{path} is not valid JSON (a truncated evaluation? rerun `sslray eval {self.path}`)") \
+                from None
+        if not isinstance(data, dict):
+            raise UserError(f"{path} is not a mapping of metrics")
+        return data
+
+    def save_figure(self, fig, name: str | None = None) -> Path:
+        import matplotlib.pyplot as plt
+
+        path = self.file(name or self.PLOT)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+    @property
+    def features(self) -> Path:
+        return self.file(self.FEATURES)
+
+    @property
+    def debug(self) -> Path:
+        return self.file(self.DEBUG)

@@ -1,0 +1,103 @@
+"""Where a run is built, once: its validated config, its data, its trunk and its method (with the
+method's one-off setup work, e.g. ClusterFit's source features and k-means).
+
+The driver builds a run and owns it; a Ray Train worker rebuilds only the parts it cannot receive
+(its data) and takes the method's state as the driver left it (:func:`build_run` with
+``init_state``), so no setup work runs twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from ..config import RunConfig, set_dotted, validation_message
+from ..data import ImageSet, load_data
+from ..errors import UserError
+from ..methods import DataInfo, Method, get_method
+from ..models import build_trunk
+
+
+def build_config(method: str, overrides: dict[str, Any] | None = None, base: dict | None = None) -> RunConfig:
+    """Merge ``base`` (a nested dict) with ``overrides`` and validate everything, the method's own
+    settings by the method's ``Settings`` model, before anything runs.
+
+    Override keys: ``settings.<key>`` (or ``method.<key>``) is a method setting; ``run.<key>`` a
+    field of the run (``run.seed``); a dotted key a block's field (``optim.lr``). A bare key is a
+    method setting or a field of the run, whichever exists; a bare key that is both (``seed`` for
+    ``multitask``) is refused, naming both readings.
+    """
+    cls = get_method(method)
+    tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    tree["method"] = method
+    settings = dict(tree.get("settings") or {})
+    run_fields = RunConfig.model_fields
+    for key, value in (overrides or {}).items():
+        head, _, rest = key.partition(".")
+        if head in ("method", "settings") and rest:
+            settings[rest] = value
+        elif head == "run" and rest:
+            if rest.split(".", 1)[0] not in run_fields:
+                raise UserError(f"unknown key {key!r} (the run's keys: {', '.join(run_fields)})")
+            set_dotted(tree, rest, value)
+        elif not rest and key in cls.Settings.model_fields:
+            if key in run_fields:
+                raise UserError(f"ambiguous key {key!r}: method {method!r} has a setting {key!r} "
+                                f"(write settings.{key}=...) and the run has a field {key!r} (write run.{key}=...)")
+            settings[key] = value
+        elif head in run_fields:
+            set_dotted(tree, key, value)
+        else:
+            raise UserError(f"unknown key {key!r} (method {method!r} settings: "
+                            f"{', '.join(cls.Settings.model_fields) or 'none'})")
+    try:
+        tree["settings"] = cls.Settings(**settings).model_dump()
+        return RunConfig(**tree)
+    except ValidationError as e:
+        raise UserError(validation_message(e)) from None
+
+
+@dataclass
+class Built:
+    """A run, built: its config, data and method (the method holds the trunk)."""
+
+    cfg: RunConfig
+    train: ImageSet
+    test: ImageSet
+    method: Method
+
+    def method_state(self) -> dict:
+        """The method's state (weights, buffers, setup results) on the CPU, for the workers."""
+        return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in self.method.state_dict().items()}
+
+
+def build_method(cfg: RunConfig, train: ImageSet, init_state: dict | None = None) -> Method:
+    """The method of ``cfg`` around a fresh trunk, seeded by ``cfg.seed``; its setup runs on
+    ``train`` unless ``init_state`` (a state the setup already produced) is given."""
+    cls = get_method(cfg.method)
+    settings = cls.Settings(**cfg.settings)
+    info = DataInfo(train.num_classes, len(train), train.image_size)
+    cls.check(settings, info)
+    torch.manual_seed(cfg.seed)
+    trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size)
+    if init_state is None:
+        trunk.set_input_stats(*train.channel_stats())
+    method = cls(settings, trunk, info)
+    if init_state is None:
+        method.setup(train)
+    else:
+        method.load_state_dict(init_state)
+    return method
+
+
+def build_run(cfg: RunConfig, init_state: dict | None = None) -> Built:
+    """Load the data and build the method; every bad input fails here, before any run starts."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train, test = load_data(cfg.data)
+    if cfg.optim.batch_size > len(train):
+        raise UserError(f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({len(train)} images)")
+    return Built(cfg, train, test, build_method(cfg, train, init_state))

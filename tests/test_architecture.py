@@ -1,0 +1,163 @@
+"""The package's imports run one way and never in a circle.
+
+cli -> (sweep, compare, bench) -> train -> eval -> methods -> components -> (config, data, models,
+tracking) -> (errors, progress, the package itself). Every ``import`` statement counts, also one
+hidden inside a function. Checked by reading the source with ``ast``, so nothing is imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import sslray
+
+ROOT = Path(sslray.__file__).parent
+
+#: rooms by level, top first; a room may import its own modules and any room on a lower level
+LEVELS = [("cli",), ("sweep", "compare", "bench"), ("train",), ("eval",), ("methods",), ("components",),
+          ("config", "data", "models", "tracking"), ("errors", "progress", "")]
+#: levels whose rooms may also import each other (never in a circle of rooms): bench times sweeps
+SHARED = {1, 6, 7}
+
+
+def modules(root: Path, package: str) -> dict[str, Path]:
+    """``{dotted module name: file}`` of a package; a package's own name maps to its ``__init__.py``."""
+    out = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join([package, *parts])] = path
+    return out
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """``{module: modules of the package it imports}``, from every import statement in the source."""
+    mods = modules(root, package)
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, path in mods.items():
+        is_pkg = path.name == "__init__.py"
+        here = name if is_pkg else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = here.split(".")
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join(anchor + ([node.module] if node.module else []))
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names]
+            for t in targets:
+                while t and t not in mods and t.startswith(package):  # `import a.b.c` -> the module a.b.c
+                    t = t.rpartition(".")[0]
+                if t in mods and t != name:
+                    graph[name].add(t)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def room(module: str, package: str) -> str:
+    parts = module.split(".")
+    r = parts[1] if len(parts) > 1 else ""
+    return "cli" if r == "__main__" else r
+
+
+def level(r: str) -> int:
+    return next(i for i, rooms in enumerate(LEVELS) if r in rooms)
+
+
+def upward_imports(graph: dict[str, set[str]], package: str) -> list[str]:
+    """Every import that runs back up a level (or sideways between rooms of a level that may not)."""
+    bad = []
+    for a, targets in graph.items():
+        for b in targets:
+            ra, rb = room(a, package), room(b, package)
+            if ra == rb:
+                continue
+            la, lb = level(ra), level(rb)
+            if lb < la or (lb == la and la not in SHARED):
+                bad.append(f"{a} -> {b}")
+    return sorted(bad)
+
+
+def test_every_room_has_a_level():
+    rooms = {room(m, "sslray") for m in modules(ROOT, "sslray")}
+    assert rooms <= {r for rs in LEVELS for r in rs}, rooms
+
+
+def test_the_package_has_no_import_cycle():
+    assert find_cycle(import_graph(ROOT, "sslray")) is None
+
+
+def room_graph(graph: dict[str, set[str]], package: str) -> dict[str, set[str]]:
+    rooms: dict[str, set[str]] = {}
+    for a, targets in graph.items():
+        ra = room(a, package)
+        rooms.setdefault(ra, set()).update(room(b, package) for b in targets if room(b, package) != ra)
+    for targets in list(rooms.values()):
+        for r in targets:
+            rooms.setdefault(r, set())
+    return rooms
+
+
+def test_imports_run_one_way():
+    graph = import_graph(ROOT, "sslray")
+    assert upward_imports(graph, "sslray") == []
+    assert find_cycle(room_graph(graph, "sslray")) is None
+
+
+def test_the_checks_fail_on_a_deliberate_cycle_and_an_upward_import(tmp_path):
+    pkg = tmp_path / "fake"
+    (pkg / "train").mkdir(parents=True)
+    (pkg / "methods").mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "train" / "__init__.py").write_text("")
+    (pkg / "methods" / "__init__.py").write_text("")
+    (pkg / "train" / "run.py").write_text("from . import worker\n")
+    (pkg / "train" / "worker.py").write_text("def f():\n    from .run import g  # hidden in a function\n")
+    (pkg / "methods" / "base.py").write_text("import fake.train.run\n")
+    graph = import_graph(pkg, "fake")
+    assert graph["fake.train.run"] == {"fake.train.worker"}
+    assert graph["fake.train.worker"] == {"fake.train.run"}
+    assert find_cycle(graph) == ["fake.train.run", "fake.train.worker", "fake.train.run"]
+    assert upward_imports(graph, "fake") == ["fake.methods.base -> fake.train.run"]
+    # rooms that may import each other still never do so in a circle
+    assert find_cycle({"sweep": {"bench"}, "bench": {"sweep"}}) == ["bench", "sweep", "bench"]
+
+
+@pytest.mark.parametrize("mod", ["sslray.train.worker", "sslray.methods.clusterfit"])
+def test_the_graph_sees_the_imports_of_real_modules(mod):
+    graph = import_graph(ROOT, "sslray")
+    assert graph[mod], mod  # a parser that saw nothing would pass every check above
+    assert "sslray.tracking.rundir" in graph["sslray.tracking"]
