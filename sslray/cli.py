@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-invariance", action="store_true", help="leave out the invariance tables")
     c.set_defaults(func=cmd_compare)
 
+    dp = sub.add_parser("data", help="data tools: `sslray data prepare ROOT --out DIR` (Parquet shards)")
+    dsub = dp.add_subparsers(dest="data_command", required=True, parser_class=_Parser, metavar="COMMAND")
+    pp = dsub.add_parser("prepare", help="rewrite a collection as Parquet shards of resized JPEGs for streaming")
+    pp.add_argument("root", help="a class-folder tree (local, NFS or s3://...) or, with --manifest, a manifest file")
+    pp.add_argument("--out", required=True, help="a new (or empty) folder for the shards")
+    pp.add_argument("--manifest", action="store_true", help="ROOT is a manifest (CSV/Parquet of path,label[,split])")
+    pp.add_argument("--short-side", type=int, default=256, help="resize so that the shorter side is at most this (256)")
+    pp.add_argument("--shard-rows", type=int, default=1000, help="images per shard (1000)")
+    pp.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
+    pp.add_argument("--seed", type=int, default=0, help="seed of the order images are dealt to shards (0)")
+    pp.add_argument("--quiet", action="store_true", help="no progress bar")
+    pp.set_defaults(func=cmd_data_prepare)
+
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
 
@@ -133,7 +146,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .data import load_data
+    from .data import open_sources
     from .methods._source import load_trunk
     from .tracking import RunDir, Tracker
     from .train.build import build_config
@@ -146,7 +159,7 @@ def cmd_eval(args) -> int:
     base = run_dir.config()
     cfg = build_config(base["method"], _overrides(args), base)
     trunk = load_trunk(run_dir, cfg.model_dump())
-    train, test = load_data(cfg.data)
+    train, test = open_sources(cfg.data)
     tracker = Tracker(cfg.experiment, run_id=run_dir.mlflow_run_id)
     evaluate_and_record(trunk, train, test, cfg, run_dir, tracker, progress=not args.quiet)
     tracker.finish()
@@ -182,6 +195,23 @@ def cmd_compare(args) -> int:
     from .compare import compare
 
     print(compare(args.runs, args.runs_dir, plot=args.plot, invariance=not args.no_invariance))
+    return 0
+
+
+def cmd_data_prepare(args) -> int:
+    from .config import DataConfig
+    from .data.prepare import prepare
+
+    for flag, value, low, high in (("--short-side", args.short_side, 16, 100_000),
+                                   ("--shard-rows", args.shard_rows, 1, 10**7), ("--quality", args.quality, 1, 100)):
+        if not low <= value <= high:
+            raise UserError(f"data prepare: {flag} must be in [{low}, {high}] (got {value})")
+    cfg = DataConfig(name="manifest" if args.manifest else "imagefolder", root=args.root)
+    summary = prepare(cfg, args.out, args.short_side, args.shard_rows, args.quality, args.seed)
+    for split, s in summary["splits"].items():
+        bad = f", {len(s['unreadable'])} unreadable skipped (e.g. {s['unreadable'][0]})" if s["unreadable"] else ""
+        print(f"{split}: {s['written']} of {s['images']} images{bad}")
+    print(f"shards in {args.out}: train with --data parquet --root {args.out}")
     return 0
 
 

@@ -31,8 +31,18 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
-    root: str | None = Field(None, description="data folder (cifar10, imagefolder)")
+    name: Literal["synthetic", "cifar10", "imagefolder", "manifest", "parquet"] = "synthetic"
+    root: str | None = Field(None, description="data folder (cifar10, imagefolder; local, NFS or s3://...), "
+                                                "manifest file (CSV/Parquet of path,label[,split]) or the folder of "
+                                                "Parquet shards `sslray data prepare` wrote (parquet)")
+    source: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: decode once, hold the split in every process; stream: Ray Data decodes and "
+                            "cuts views from the original images while training; auto: stream when the decoded "
+                            "training split would exceed data.memory_gb (synthetic and cifar10: memory)")
+    memory_gb: float = Field(4.0, gt=0, description="auto: largest decoded training split held in memory (GiB)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="stream: CPUs of Ray Data decode tasks per training process")
+    max_corrupt: float = Field(0.001, ge=0, le=1, description="stream: fraction of unreadable training images "
+                                                              "tolerated (replaced, counted, logged) before the run stops")
     limit: PositiveInt | None = Field(None, description="use the first N training images (class-balanced)")
     test_limit: PositiveInt | None = Field(None, description="use the first N test images (class-balanced)")
     image_size: PositiveInt = Field(32, description="images are resized to this square size")
@@ -97,6 +107,12 @@ class EvalConfig(Strict):
                                   description=f"transforms to measure invariance to, per layer: {', '.join(TRANSFORMS)}")
     train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
     test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
+    probes: Literal["auto", "cached", "streamed"] = Field(
+        "auto", description="cached: features of every image extracted once, then each layer's probe; streamed: "
+                            "all layers' probes trained together on a stream through the frozen trunk, features "
+                            "never held (VISSL's multi-head protocol); auto: streamed for a streamed collection")
+    subset: PositiveInt = Field(10000, description="streamed: images (class-balanced) of each split held in memory "
+                                                  "for kNN and invariance")
 
     @field_validator("invariance")
     @classmethod

@@ -37,6 +37,7 @@ def state_worker(rank: int, world: int, port: int, batches, z1, z2, out: str) ->
 
 def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> None:
     """One epoch of each method with the shared loop under DistributedDataParallel."""
+    from sslray.data import ImageSet, MemorySource
     from sslray.train.build import build_config
     from sslray.methods import DataInfo, get_method
     from sslray.models import build_trunk
@@ -53,7 +54,8 @@ def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> Non
         torch.manual_seed(0)
         method = cls(cls.Settings(**cfg.settings), build_trunk("resnet18", 0.125, "cifar", 16), DataInfo(4, 32, 16))
         seen = []
-        fit(cfg, method, images, labels, ctx=dist_context(), progress=False,
+        fit(cfg, method, MemorySource(ImageSet(images, labels, list("abcd"), "random", "train")),
+            ctx=dist_context(), progress=False,
             on_epoch=lambda e, m, s: seen.append(m))
         result[name] = {"metrics": seen[-1], "buffers": {k: v.clone() for k, v in method.state_dict().items()
                                                          if k.startswith(("bank.", "queue."))}}

@@ -18,7 +18,7 @@ ROOT = Path(sslray.__file__).parent
 
 #: rooms by level, top first; a room may import its own modules and any room on a lower level
 LEVELS = [("cli",), ("sweep", "compare", "bench"), ("train",), ("eval",), ("methods",), ("components",),
-          ("config", "data", "models", "tracking"), ("errors", "progress", "")]
+          ("config", "data", "models", "tracking"), ("errors", "progress", "cluster", "")]
 #: levels whose rooms may also import each other (never in a circle of rooms): bench times sweeps
 SHARED = {1, 6, 7}
 

@@ -16,7 +16,7 @@ RATIO = re.compile(r"^RATIO (\w+) = ([0-9.]+|inf) \(target <= ([0-9.]+): (met|no
 
 def _bench(what, tmp_path, capsys, *args):
     path = tmp_path / f"{what}.json"
-    reps = [] if what == "search" else ["--reps", "1"]
+    reps = ["--reps", "1"] if what in ("step", "eval", "negatives", "trial") else []
     assert main(["bench", what, "--json", str(path), *TINY, *reps, *args]) == 0
     out = capsys.readouterr().out
     lines = RATIO.findall(out)
@@ -82,3 +82,24 @@ def test_search_measures_tpe_asha_against_the_grid(tmp_path, capsys):
     assert grid["trials"] == f["settings"]["grid_points"] == 4 and grid["epochs"] == 4 * 2
     assert 1 <= tpe["epochs"] <= 2 * 2
     assert f["ratio"] is None or f["ratio"] > 0  # None: TPE never came within 1 point of the grid
+
+
+def test_data_measures_decode_rate_data_wait_and_memory_against_collection_size(tmp_path, capsys):
+    f = _bench("data", tmp_path, capsys, "--images", "48", "--sizes", "120,200", "--size", "96", "--batch", "8",
+               "--rss-images", "100", "--cpus", "1")
+    values = {r["part"]: r["value"] for r in f["rows"]}
+    _positive(values["decode + crop to 96 px, PIL, one process"], values["Ray Data pipeline start (first batch)"])
+    assert 0 <= f["ratio"] <= 1 and f["ratio"] == values["data wait after the first batch"]
+    rss = f["settings"]["rss_mb"]
+    assert set(rss) == {"stream/100", "stream/400", "memory/100", "memory/400"} and all(v > 50 for v in rss.values())
+
+
+def test_gpu_refuses_without_a_gpu_and_runs_as_a_smoke_test_with_cpu(tmp_path, capsys):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["bench", "gpu"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
+    f = _bench("gpu", tmp_path, capsys, "--cpu", "--images", "24", "--sizes", "64,80", "--size", "64", "--batch", "4",
+               "--steps", "2", "--warmup", "1", "--arch", "resnet18", "--width", "0.125", "--cpus", "1")
+    assert [r["method"] for r in f["rows"]] == ["simclr", "rotation"] and all(r["img_per_s"] > 0 for r in f["rows"])

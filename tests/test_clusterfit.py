@@ -11,7 +11,7 @@ from sslray.cli import main
 from sslray.components.kmeans import spherical_kmeans
 from sslray.methods import DataInfo, get_method
 from sslray.models import build_trunk
-from sslray.methods.augment import hflip, pad_crop
+from sslray.components.augment import hflip, pad_crop
 
 
 def _blobs(n=120, d=8, k=4, seed=0):
@@ -68,14 +68,14 @@ def test_clusterfit_from_a_finished_run_is_linked_to_it_and_logs_every_layer(sou
 
 def test_fit_step_targets_are_the_cluster_ids(source_run):
     run_dir, _ = source_run
-    from sslray.data import load_synthetic
+    from sslray.data import MemorySource, load_synthetic
 
     train = load_synthetic("train", 0, 32, 200)
     cls = get_method("clusterfit")
     s = cls.Settings(source=str(run_dir), clusters=5, pad=2)
     torch.manual_seed(0)
     m = cls(s, build_trunk("resnet18", 0.125, image_size=32), DataInfo(10, len(train), 32))
-    m.setup(train)
+    m.setup(MemorySource(train))
     # the assignments are k-means of the source trunk's pooled res5 features
     from sslray.models import extract_features
     from sslray.methods._source import find_source, load_source_trunk
@@ -86,7 +86,7 @@ def test_fit_step_targets_are_the_cluster_ids(source_run):
     idx = torch.tensor([3, 17, 42, 99])
     x = train.images[idx].float() / 255
     torch.manual_seed(1)
-    loss = m(x, train.labels[idx], idx)["loss"]
+    loss = m([x], train.labels[idx], idx)["loss"]
     torch.manual_seed(1)
     expected = F.cross_entropy(m.head(m.trunk(hflip(pad_crop(x, 2)))), m.targets[idx])
     assert float(loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
@@ -94,12 +94,12 @@ def test_fit_step_targets_are_the_cluster_ids(source_run):
     d = get_method("distill")
     dm = d(d.Settings(source=str(run_dir), clusters=5), build_trunk("resnet18", 0.125, image_size=32),
            DataInfo(10, len(train), 32))
-    dm.setup(train)
+    dm.setup(MemorySource(train))
     dm.train()
     assert not dm.teacher.training and not any(p.requires_grad for p in dm.teacher.parameters())
     p = dm.soft_targets(x)
     assert p.shape == (4, 5) and torch.allclose(p.sum(1), torch.ones(4))
-    out = dm(x, None, idx)
+    out = dm([x], None, idx)
     out["loss"].backward()
     assert dm.trunk.conv1.weight.grad is not None and dm.teacher.conv1.weight.grad is None
 

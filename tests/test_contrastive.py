@@ -15,6 +15,7 @@ from sslray.components.memory_bank import MemoryBank
 from sslray.components.queue import KeyQueue, frozen_copy, momentum_update
 from sslray.methods import DataInfo, get_method
 from sslray.models import build_trunk
+from sslray.components.augment import cut_views
 
 
 def _sims(b=5, k=7, seed=0):
@@ -259,7 +260,7 @@ def test_pirl_step_gives_every_parameter_a_gradient_and_updates_the_bank(setting
     m = _method("pirl", negatives=8, **settings)
     before = m.bank.bank.clone()
     idx = torch.tensor([1, 5, 9, 30])
-    out = m(torch.rand(4, 3, 32, 32), None, idx)
+    out = m([torch.rand(4, 3, 32, 32)], None, idx)
     out["loss"].backward()
     assert math.isfinite(float(out["loss"].detach())) and 0 <= float(out["acc"]) <= 1
     # DDP (find_unused_parameters=False) needs every parameter in the graph
@@ -284,15 +285,15 @@ def test_pirl_similarities_are_cosine_and_negative_squared_distance():
 def test_npid_estimates_z_once_and_moco_keys_follow_the_queries():
     m = _method("npid", negatives=10)
     assert torch.isnan(m.log_z)
-    m(torch.rand(4, 3, 32, 32), None, torch.arange(4))
+    m([torch.rand(4, 3, 32, 32)], None, torch.arange(4))
     z = float(m.log_z)
     assert math.isfinite(z)
-    m(torch.rand(4, 3, 32, 32), None, torch.arange(4, 8))
+    m([torch.rand(4, 3, 32, 32)], None, torch.arange(4, 8))
     assert float(m.log_z) == z
 
     moco = _method("moco", queue=16)
     assert moco.queue.size == 16 and not any(p.requires_grad for p in moco.key_trunk.parameters())
-    moco(torch.rand(4, 3, 32, 32), None, torch.arange(4))
+    moco([torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)], None, torch.arange(4))
     assert int(moco.queue.ptr) == 4
     with torch.no_grad():
         moco.trunk.conv1.weight.add_(1.0)
@@ -307,7 +308,7 @@ def test_steps_run_under_bfloat16_autocast_as_on_a_gpu(name, settings):
     m = _method(name, **settings).to(memory_format=torch.channels_last)
     x = torch.rand(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the loop's CUDA autocast, on the CPU
-        out = m(x, None, torch.arange(4))
+        out = m(cut_views(x, m.input_views()), None, torch.arange(4))
     out["loss"].backward()
     m.after_step()
     assert out["loss"].dtype == torch.float32 and math.isfinite(float(out["loss"].detach()))

@@ -51,3 +51,21 @@ def test_width_auto_is_quarter_on_cpu():
     if torch.cuda.is_available():
         pytest.skip("GPU host: auto width is 1.0")
     assert build_trunk("resnet18", "auto", image_size=32).width == 0.25
+
+
+def test_strided_shortcuts_compute_a_strided_1x1_convolution_and_survive_onednn_at_224px():
+    import subprocess
+    import sys
+
+    from sslray.models.trunk import StridedPointwise
+
+    conv = torch.nn.Conv2d(8, 16, 1, stride=2, bias=False)
+    ours = StridedPointwise(8, 16, 1, 2, bias=False)
+    ours.load_state_dict(conv.state_dict())  # the same parameters, by name and shape
+    x = torch.rand(3, 8, 57, 57)
+    assert torch.allclose(ours(x), conv(x), atol=1e-6)
+    # the shape that crashed oneDNN's channels-last backward (SIGSEGV): in a child process
+    code = ("import torch; from sslray.models import build_trunk; "
+            "t = build_trunk('resnet18', 0.125, 'imagenet', 224).to(memory_format=torch.channels_last); "
+            "x = torch.rand(32, 3, 224, 224).contiguous(memory_format=torch.channels_last); t(x).sum().backward()")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300).returncode == 0

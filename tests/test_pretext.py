@@ -21,6 +21,7 @@ from sslray.methods.colorization import colour_targets
 from sslray.methods.inpainting import inpainting_loss, mask_image, square_mask
 from sslray.methods.relpos import OFFSETS, relpos_pairs
 from sslray.models import build_trunk
+from sslray.components.augment import cut_views
 
 
 # --- tiles and permutations -------------------------------------------------------------------
@@ -171,7 +172,7 @@ def test_every_pretext_step_gives_a_finite_loss_near_chance(size, amp):
         m = cls(s, build_trunk("resnet18", 0.125, image_size=size), info).to(memory_format=torch.channels_last)
         x = torch.rand(4, 3, size, size).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = m(x, None, None)
+            out = m(cut_views(x, m.input_views()), None, None)
         assert out["loss"].dtype == torch.float32, name
         out["loss"].backward()
         assert math.isfinite(float(out["loss"].detach())), name
@@ -198,7 +199,7 @@ def test_multitask_draws_one_task_per_batch_by_the_mix_and_shares_the_trunk():
     first = draws()
     assert 0.65 < first.count("rotation") / 400 < 0.85
     assert draws() == first  # a function of (seed, step) only: the same on every worker
-    out = m(torch.rand(4, 3, 32, 32), None, None)
+    out = m(cut_views(torch.rand(4, 3, 32, 32), m.input_views()), None, None)
     task = first[0]
     assert set(out) == {"loss", f"{task}/loss", *([f"{task}/acc"] if task == "rotation" else [f"{task}/psnr"])}
     assert m.step == 1 and m.state_dict()["_extra_state"] == {"step": 1}
@@ -216,7 +217,7 @@ def test_multitask_under_ddp_gives_every_head_a_gradient(tmp_path):
         ddp = torch.nn.parallel.DistributedDataParallel(m)
         seen = set()
         for _ in range(4):
-            out = ddp(torch.rand(4, 3, 32, 32), None, None)
+            out = ddp(cut_views(torch.rand(4, 3, 32, 32), m.input_views()), None, None)
             out["loss"].backward()
             seen.add(m.last)
         assert seen == {"rotation", "inpainting"}

@@ -32,11 +32,11 @@ def test_rotation_step_starts_near_chance_and_learns_a_fixed_batch():
     method = get_method("rotation")(get_method("rotation").Settings(**cfg.settings),
                                     build_trunk("resnet18", 0.125, image_size=32), DataInfo(10, 16, 32))
     x = torch.rand(16, 3, 32, 32)
-    out = method(x, torch.zeros(16, dtype=torch.long), torch.arange(16))
+    out = method([x], torch.zeros(16, dtype=torch.long), torch.arange(16))
     assert abs(float(out["loss"].detach()) - math.log(4)) < 0.5
     opt = torch.optim.Adam(method.parameters(), 1e-3)
     for _ in range(40):
-        out = method(x, None, None)
+        out = method([x], None, None)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()

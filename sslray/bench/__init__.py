@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 
-from . import evaluation, negatives, search, step, trial
+from . import data, evaluation, gpu, negatives, search, step, trial
 
-BENCHMARKS = {"step": step, "eval": evaluation, "negatives": negatives, "trial": trial, "search": search}
+BENCHMARKS = {"step": step, "eval": evaluation, "negatives": negatives, "trial": trial, "search": search,
+              "data": data, "gpu": gpu}
 
 
 def run(args) -> dict:

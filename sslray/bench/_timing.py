@@ -119,13 +119,14 @@ def bench_config(method: str, *, batch: int, width: float, epochs: int = 1, seed
                                  "run.seed": seed, **overrides})
 
 
-def time_fit(cfg, method, images, labels, warmup: int) -> float:
-    """Median seconds per step of the shared loop, timed between its ``on_step`` hooks."""
+def time_fit(cfg, method, data, warmup: int) -> float:
+    """Median seconds per step of the shared loop on an ImageSet, timed between its ``on_step`` hooks."""
+    from ..data import MemorySource
     from ..train.loop import DistContext, fit
 
     stamps = [time.perf_counter()]
-    fit(cfg, method, images, labels, ctx=DistContext(), on_step=[lambda *_: stamps.append(time.perf_counter())],
-        progress=False)
+    fit(cfg, method, MemorySource(data), ctx=DistContext(),
+        on_step=[lambda *_: stamps.append(time.perf_counter())], progress=False)
     return median(step_times(stamps, warmup))
 
 

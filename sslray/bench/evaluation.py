@@ -37,7 +37,7 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
     features extracted afresh) against one rotation epoch of the shared loop on the same images."""
     import torch
 
-    from ..data import load_synthetic
+    from ..data import MemorySource, load_synthetic
     from ..eval import probe_layers
     from ..train.build import build_method
     from ..train.loop import DistContext, fit
@@ -48,10 +48,10 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
     test = load_synthetic("test", 0, 32, test_images)
     if batch > len(train):
         raise UserError(f"bench eval: --batch {batch} is larger than --images {images}")
-    method = build_method(cfg, train)
+    method = build_method(cfg, MemorySource(train))
     # warm-up: two steps and a small evaluation, so that neither side pays first-call costs
     warm = 2 * batch if 2 * batch <= len(train) else batch
-    fit(cfg, method, train.images[:warm], train.labels[:warm], ctx=DistContext(), progress=False)
+    fit(cfg, method, MemorySource(train.limit(warm)), ctx=DistContext(), progress=False)
     probe_layers(method.trunk, train.limit(warm), test.limit(min(len(test), warm)),
                  cfg.eval.model_copy(update={"probe_epochs": 1}))
 
@@ -59,7 +59,7 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
 
     def epoch():
         t = time.perf_counter()
-        fit(cfg, method, train.images, train.labels, ctx=DistContext(), progress=False)
+        fit(cfg, method, MemorySource(train), ctx=DistContext(), progress=False)
         return time.perf_counter() - t
 
     def evaluate():

@@ -59,6 +59,7 @@ def bench_negatives(methods=("pirl", "npid"), ks=(1, 4096, 32000, 65536), batch:
     ``max(K) + 1`` images, so every K is allowed, and K that would not fit in memory are skipped."""
     import torch
 
+    from ..data import MemorySource
     from ..train.build import build_method
 
     ks = sorted(set(ks))
@@ -78,10 +79,10 @@ def bench_negatives(methods=("pirl", "npid"), ks=(1, 4096, 32000, 65536), batch:
     rows, at_target = [], []
     for name in methods:
         cfgs = {k: bench_config(name, batch=batch, width=width, seed=seed, negatives=k) for k in runnable}
-        models = {k: build_method(cfgs[k], data) for k in runnable}
+        models = {k: build_method(cfgs[k], MemorySource(data)) for k in runnable}
         # the bank holds every image; the timed steps read only the first batches
-        jobs = [lambda k=k: time_fit(cfgs[k], models[k], data.images[:n_steps], data.labels[:n_steps], warmup)
-                for k in runnable]
+        first = data.subset(torch.arange(n_steps))
+        jobs = [lambda k=k: time_fit(cfgs[k], models[k], first, warmup) for k in runnable]
         runs = interleaved(reps, *jobs)
         base = runnable[0]
         for j, k in enumerate(runnable):

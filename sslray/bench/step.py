@@ -35,8 +35,10 @@ def run(args) -> dict:
 
 def time_plain(cfg, method, batches, warmup: int) -> float:
     """Median seconds per step of a plain PyTorch loop: the same method object, SGD with
-    momentum, a ``for`` over pre-made float batches, nothing else."""
+    momentum, a ``for`` over pre-made float batches whose views it cuts, nothing else."""
     import torch
+
+    from ..components.augment import cut_views
 
     o = cfg.optim
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=o.effective_lr(),
@@ -44,8 +46,9 @@ def time_plain(cfg, method, batches, warmup: int) -> float:
     method.train()
     torch.manual_seed(cfg.seed)
     stamps = [time.perf_counter()]
+    views = method.input_views()
     for x, y, idx in batches:
-        out = method(x, y, idx)
+        out = method(cut_views(x, views), y, idx)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
@@ -61,20 +64,22 @@ def pipeline_seconds(method, images, idx, reps: int = 3) -> dict[str, float]:
     jitter, jigsaw tiling) run alone on the same batch."""
     import torch
 
+    from ..components.augment import cut_views
     from ..components.rotation import rotate_batch
     from ..components.tiles import shuffle_tiles, tile_grid
-    from ..methods._contrastive import augmented_view
+    from ..methods._contrastive import photometric
 
     def gather():
         return images[idx].float().div_(255).contiguous(memory_format=torch.channels_last)
 
     x = gather()
     s = method.settings
-    parts = {"gather+convert": gather}
+    views = method.input_views()
+    parts = {"gather+convert": gather, "cut views": lambda: cut_views(x, views)}
     if method.name == "rotation":
         parts["rotate"] = lambda: rotate_batch(x)
     if hasattr(s, "strength"):
-        parts["augment"] = lambda: augmented_view(x, s.strength)
+        parts["augment"] = lambda: [photometric(v, s.strength) for v in cut_views(x, views)]
     if "jigsaw" in getattr(s, "transform", ""):
         def jigsaw():
             tiles = tile_grid(x, s.grid)
@@ -104,8 +109,9 @@ def bench_step(methods=("rotation", "pirl"), batch: int = 128, width: float = 0.
     ones: on a shared machine the load comes in bursts as long as a repetition."""
     import torch
 
+    from ..data import MemorySource
+    from ..data.source import epoch_order, rank_slices
     from ..train.build import build_method
-    from ..train.loop import Batches
 
     cl = torch.channels_last
     rows, ratios = [], []
@@ -113,12 +119,13 @@ def bench_step(methods=("rotation", "pirl"), batch: int = 128, width: float = 0.
         n = batch * (warmup + steps)
         data = random_images(n, seed=seed)
         cfg = bench_config(name, batch=batch, width=width, seed=seed)
-        ours, plain, plain_cl = (build_method(cfg, data) for _ in range(3))
+        ours, plain, plain_cl = (build_method(cfg, MemorySource(data)) for _ in range(3))
         plain_cl.to(memory_format=cl)
         # the plain loops get the shared loop's batches of epoch 0, already gathered and converted
-        batches = [(data.images[i].float().div_(255), data.labels[i], i) for i in Batches(n, batch, cfg.seed).epoch(0)]
+        batches = [(data.images[i].float().div_(255), data.labels[i], i)
+                   for i in rank_slices(epoch_order(n, cfg.seed, 0), batch, 0, 1)]
         batches_cl = [(x.contiguous(memory_format=cl), y, i) for x, y, i in batches]
-        runs = interleaved(reps, lambda: time_fit(cfg, ours, data.images, data.labels, warmup),
+        runs = interleaved(reps, lambda: time_fit(cfg, ours, data, warmup),
                            lambda: time_plain(cfg, plain, batches, warmup),
                            lambda: time_plain(cfg, plain_cl, batches_cl, warmup))
         per_rep = [a / min(b, c) for a, b, c in runs]
@@ -145,14 +152,16 @@ def bench_step(methods=("rotation", "pirl"), batch: int = 128, width: float = 0.
 
 def profile_steps(cfg, method, data, steps: int, top: int = 15) -> str:
     """torch.profiler over ``steps`` steps of the shared loop (after one warm-up step): top ops by self CPU time."""
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from ..train.loop import DistContext, fit
 
+    from ..data import MemorySource
+
     n = cfg.optim.batch_size * steps
-    fit(cfg, method, data.images[: cfg.optim.batch_size], data.labels[: cfg.optim.batch_size],
-        ctx=DistContext(), progress=False)
+    fit(cfg, method, MemorySource(data.subset(torch.arange(cfg.optim.batch_size))), ctx=DistContext(), progress=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fit(cfg, method, data.images[:n], data.labels[:n], ctx=DistContext(), progress=False)
+        fit(cfg, method, MemorySource(data.subset(torch.arange(n))), ctx=DistContext(), progress=False)
     return f"profile of {steps} {cfg.method} steps:\n" + prof.key_averages().table(sort_by="self_cpu_time_total",
                                                                                   row_limit=top)

@@ -40,7 +40,7 @@ def bench_trial(trials: int = 8, images: int = 500, batch: int = 100, width: flo
     from ..sweep.runner import sweep
     from ..sweep.study import load_study
     from ..train.build import build_config, build_run
-    from ..train.launch import connect
+    from ..cluster import connect
     from ..train.run import run as run_training
 
     threads = torch.get_num_threads()

@@ -18,6 +18,7 @@ from ..errors import UserError
 from . import synthetic
 from .cache import save_npz, cache_dir, fingerprint
 from .imageset import ImageSet, balanced_first, class_rank
+from .source import Batch, MemorySource, Source
 
 SYNTHETIC_SIZES = {"train": 10_000, "test": 2_000}
 
@@ -47,15 +48,50 @@ def load_split(cfg, split: str) -> ImageSet:
         from .folder import load_cifar10
 
         return load_cifar10(cfg.root, split, cfg.image_size, cfg.download).limit(limit)
-    from .folder import load_imagefolder
+    from .catalogue import catalogue
+    from .folder import decode_catalogue
 
-    return load_imagefolder(cfg.root, split, cfg.image_size, limit)
+    return decode_catalogue(catalogue(cfg, split), cfg.image_size)
 
 
 def load_data(cfg) -> tuple[ImageSet, ImageSet]:
-    """``(train, test)`` for a DataConfig; all bad input fails here, before any run starts."""
+    """``(train, test)`` in memory for a DataConfig; all bad input fails here, before any run starts."""
     return load_split(cfg, "train"), load_split(cfg, "test")
 
 
-__all__ = ["ImageSet", "balanced_first", "cache_dir", "class_rank", "fingerprint", "load_data", "load_split",
-           "load_synthetic"]
+def open_sources(cfg) -> tuple[Source, Source]:
+    """The ``(train, test)`` sources of a DataConfig (``data.source``: memory, stream, or auto by the
+    collection's decoded size); all bad input fails here, before any run starts."""
+    if cfg.name in ("synthetic", "cifar10"):
+        if cfg.source == "stream":
+            raise UserError(f"data.source=stream reads image files (data.name=imagefolder or manifest); "
+                            f"{cfg.name} is held in memory")
+        train, test = load_data(cfg)
+        return MemorySource(train), MemorySource(test)
+    if cfg.name == "parquet":
+        if cfg.source == "memory":
+            raise UserError("data.name=parquet streams its shards: leave data.source at auto or stream")
+        if not cfg.root:
+            raise UserError("data 'parquet' needs a root: --set data.root=FOLDER_OF_SHARDS")
+        from .shards import ShardSource
+
+        return tuple(ShardSource(cfg.root, split, cfg.image_size, cfg.cpus_per_worker, limit)
+                     for split, limit in (("train", cfg.limit), ("test", cfg.test_limit)))
+    from .catalogue import catalogue
+
+    cats = catalogue(cfg, "train"), catalogue(cfg, "test")
+    kind = cfg.source
+    if kind == "auto":
+        decoded = len(cats[0]) * 3 * cfg.image_size**2
+        kind = "stream" if decoded > cfg.memory_gb * 2**30 else "memory"
+    if kind == "memory":
+        from .folder import decode_catalogue
+
+        return tuple(MemorySource(decode_catalogue(c, cfg.image_size)) for c in cats)
+    from .stream import StreamSource
+
+    return tuple(StreamSource(c, c.split, cfg.image_size, cfg.cpus_per_worker) for c in cats)
+
+
+__all__ = ["Batch", "ImageSet", "MemorySource", "Source", "balanced_first", "cache_dir", "class_rank", "fingerprint",
+           "load_data", "load_split", "load_synthetic", "open_sources"]

@@ -1,9 +1,6 @@
-"""Real image data: any class-folder tree (``imagefolder``) and torchvision's CIFAR-10 format.
-
-``imagefolder`` accepts ``ROOT/train/<class>/<image>`` with ``ROOT/test`` (or ``val``) beside it,
-or a single ``ROOT/<class>/<image>`` tree, whose every fifth image per class (sorted by name)
-becomes the test split. Images are decoded once, resized (shorter side, then centre crop) to the
-configured size, and cached as one uint8 array.
+"""Real image data in memory: a catalogue (class-folder tree or manifest, see
+:mod:`sslray.data.catalogue`) decoded once, resized (shorter side, then centre crop) to the
+configured size and cached as one uint8 array; and torchvision's CIFAR-10 format.
 """
 
 from __future__ import annotations
@@ -14,47 +11,22 @@ import numpy as np
 import torch
 from ..errors import UserError
 from ..progress import bar
-from .cache import save_npz, cache_dir, fingerprint
-from .imageset import ImageSet, balanced_first, class_rank
-
-EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-SPLIT_DIRS = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
-
-
-def _check_root(root: str) -> Path:
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise UserError(f"data root not found: {path}")
-    if not path.is_dir():
-        raise UserError(f"data root is not a folder: {path}")
-    if not any(path.iterdir()):
-        raise UserError(f"data root is empty: {path}")
-    return path
+from .cache import cache_dir, fingerprint, save_npz
+from .catalogue import FileTree, folder_catalogue
+from .decode import MAX_PIXELS
+from .imageset import ImageSet
 
 
-def _is_image(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in EXTENSIONS
-
-
-def _scan(tree: Path) -> tuple[list[str], list[Path], np.ndarray]:
-    classes = sorted(d.name for d in tree.iterdir() if d.is_dir() and any(_is_image(f) for f in d.iterdir()))
-    if not classes:
-        if any(_is_image(f) for f in tree.iterdir()):
-            raise UserError(f"wrong layout in {tree}: images but no class folders (expected {tree}/<class>/<image>)")
-        raise UserError(f"no class folders with images in {tree} (expected {tree}/<class>/<image>)")
-    files, labels = [], []
-    for i, c in enumerate(classes):
-        found = sorted(f for f in (tree / c).iterdir() if _is_image(f))
-        files += found
-        labels += [i] * len(found)
-    return classes, files, np.asarray(labels, np.int64)
-
-
-def _decode(path: Path, size: int) -> np.ndarray:
+def _decode(path: str, size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
+    from .decode import open_image, read_bytes
+
+    data = read_bytes(path)
+    if data is None:
+        raise UserError(f"unreadable image: {path}")
     try:
-        with Image.open(path) as im:
+        with open_image(data) as im:
             im = im.convert("RGB")
             if im.size != (size, size):
                 w, h = im.size
@@ -64,38 +36,28 @@ def _decode(path: Path, size: int) -> np.ndarray:
                 left, top = (w - size) // 2, (h - size) // 2
                 im = im.crop((left, top, left + size, top + size))
             return np.asarray(im, np.uint8).transpose(2, 0, 1)
+    except Image.DecompressionBombError:
+        raise UserError(f"image too large (over {MAX_PIXELS:,} pixels, a decompression bomb?): {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"corrupt image: {path} ({type(e).__name__})") from None
 
 
-def load_imagefolder(root: str, split: str, size: int, limit: int | None) -> ImageSet:
-    base = _check_root(root)
-    tree = next((base / d for d in SPLIT_DIRS[split] if (base / d).is_dir()), None)
-    holdout = None
-    if tree is None:
-        other = "test" if split == "train" else "train"
-        if any((base / d).is_dir() for d in SPLIT_DIRS[other]):
-            raise UserError(f"no {split} split in {base} (expected {base}/{SPLIT_DIRS[split][0]}/<class>/<image>)")
-        tree, holdout = base, split
-    classes, files, labels = _scan(tree)
-    if holdout is not None:  # single tree: every fifth image of each class is the test split
-        rank = class_rank(labels)
-        keep = (rank % 5 == 4) if holdout == "test" else (rank % 5 != 4)
-        files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
-    if limit is not None and limit < len(files):
-        idx = balanced_first(labels, limit)
-        files, labels = [files[i] for i in idx], labels[idx]
-
-    key = fingerprint(tree.resolve(), holdout, size, len(files), files[0], files[-1], tree.stat().st_mtime)
+def decode_catalogue(cat, size: int) -> ImageSet:
+    """Every image of a catalogue decoded once (resized, centre-cropped) into memory, cached."""
+    key = fingerprint(cat.key, size, len(cat), cat.locations[0], cat.locations[-1])
     path = cache_dir() / f"folder-{key}.npz"
     if path.exists():
         images = np.load(path)["images"]
     else:
-        images = np.empty((len(files), 3, size, size), np.uint8)
-        for i, f in enumerate(bar(files, min_items=2000, desc=f"decode {tree.name}", unit="img")):
+        images = np.empty((len(cat), 3, size, size), np.uint8)
+        for i, f in enumerate(bar(cat.locations, min_items=2000, desc=f"decode {cat.name}/{cat.split}", unit="img")):
             images[i] = _decode(f, size)
         save_npz(path, images=images)
-    return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), classes, "imagefolder", split)
+    return ImageSet(torch.from_numpy(images), torch.from_numpy(cat.labels), cat.classes, cat.name, cat.split)
+
+
+def load_imagefolder(root: str, split: str, size: int, limit: int | None) -> ImageSet:
+    return decode_catalogue(folder_catalogue(root, split, limit), size)
 
 
 def load_cifar10(root: str, split: str, size: int, download: bool) -> ImageSet:
@@ -103,7 +65,7 @@ def load_cifar10(root: str, split: str, size: int, download: bool) -> ImageSet:
 
     path = Path(root).expanduser()
     if not download:
-        _check_root(root)
+        FileTree(root)  # a missing root or one that is not a folder: one line
     try:
         ds = CIFAR10(str(path), train=split == "train", download=download)
     except RuntimeError:

@@ -156,3 +156,23 @@ def generate(n: int, seed: int = 0, split: str = "train", size: int = 32, chunk:
         images[start : start + chunk] = _render(part, rng, size)
     factors = {k: f[k].astype(np.float32) for k in FACTORS}
     return images, f["label"].astype(np.int64), factors
+
+
+def write_folder(root, n_train: int, n_test: int, sizes: tuple[int, int] = (48, 96), seed: int = 0,
+                 quality: int = 90) -> None:
+    """A class-folder tree of JPEG files of the synthetic shapes at mixed sizes (``root/train/<class>/``,
+    ``root/test/<class>/``): each image rendered at its own width and height, drawn in ``sizes``.
+    For tests and benchmarks of the streaming source; generated, never committed."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images, labels, _ = generate(n, seed, split, max(sizes))
+        for c in CLASSES:
+            (Path(root) / split / c).mkdir(parents=True, exist_ok=True)
+        for i, (img, label) in enumerate(zip(images, labels)):
+            w, h = (int(v) for v in rng.integers(sizes[0], sizes[1] + 1, size=2))
+            im = Image.fromarray(img.transpose(1, 2, 0)).resize((w, h), Image.BILINEAR)
+            im.save(Path(root) / split / CLASSES[label] / f"{i:06d}.jpg", quality=quality)

@@ -22,9 +22,19 @@ from .plots import plot_per_layer
 from .probes import knn_top1, linear_probe
 
 
-def probe_protocol(trunk, image_size: int, cfg) -> dict[str, str]:
-    """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``."""
-    out = {}
+def probe_path(cfg, source_kind: str) -> str:
+    """``cached`` or ``streamed``: which probe protocol runs for data from a source of this kind."""
+    return cfg.probes if cfg.probes != "auto" else ("streamed" if source_kind == "stream" else "cached")
+
+
+def probe_protocol(trunk, image_size: int, cfg, source_kind: str = "memory") -> dict[str, str]:
+    """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``, the
+    protocol that runs (``probe/protocol``) and, streamed, the subset kNN and invariance use."""
+    path = probe_path(cfg, source_kind)
+    out = {"probe/protocol": "cached features, a probe per layer" if path == "cached" else
+           "streamed through the frozen trunk, all layers' probes at once (multi-head)"}
+    if path == "streamed":
+        out["probe/knn_images"] = cfg.train_limit or cfg.subset
     for layer, (c, h, _) in trunk.tap_shapes(image_size).items():
         if layer in cfg.layers:
             s = pool_size(c, h, cfg.feature_dim)
@@ -91,17 +101,31 @@ class Evaluation:
         return {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn")}
 
 
-def evaluate(trunk, train_set, test_set, cfg, *, seed: int = 0, title: str = "",
+def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
              cache_dir: str | Path | None = None, cache_key: str = "") -> Evaluation:
-    """Probe every layer of ``cfg.layers`` (and, if asked, measure invariance) of a frozen trunk."""
+    """Probe every layer of ``cfg.layers`` (and, if asked, measure invariance) of a frozen trunk on
+    the ``train`` and ``test`` data sources."""
     device = next(trunk.parameters()).device
-    metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device)
+    if probe_path(cfg, train.kind) == "cached":
+        train_set, test_set = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
+        metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device)
+    else:  # linear probes on the stream; kNN (and invariance) on a stated subset held in memory
+        from .streamed import streamed_linear_probes
+
+        metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device)
+        train_set, test_set = train.subset(cfg.train_limit or cfg.subset), test.subset(cfg.test_limit or cfg.subset)
+        feats = {split: extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
+                                         desc=f"features {split}") for split, data in (("train", train_set),
+                                                                                       ("test", test_set))}
+        for layer in cfg.layers:
+            metrics[f"knn/{layer}/top1"] = knn_top1(feats["train"][layer], train_set.labels, feats["test"][layer],
+                                                    test_set.labels, train.num_classes, cfg.knn_k, cfg.knn_temperature)
     if cfg.invariance:
         from .invariance import measure_invariance
 
-        metrics.update(measure_invariance(trunk, test_set.limit(cfg.test_limit), cfg, seed=seed))
+        metrics.update(measure_invariance(trunk, test_set, cfg, seed=seed))
     result = Evaluation(metrics)
-    result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train_set.num_classes)
+    result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train.num_classes)
     return result
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..components.rotation import rotate
 from ..components.tiles import assemble, shuffle_tiles, tile_grid
 from ..config import TRANSFORMS
-from ..methods.augment import color_jitter, random_resized_crop
+from ..components.augment import color_jitter, random_resized_crop
 from ..models import extract_features
 from .probes import linear_probe, standardize
 

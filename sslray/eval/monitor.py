@@ -11,10 +11,11 @@ from .probes import knn_top1
 
 
 class KnnMonitor:
-    def __init__(self, train_set, test_set, cfg):
-        """``cfg``: the evaluation config (``monitor_size`` training images, half as many test images)."""
-        self.train = train_set.limit(cfg.monitor_size)
-        self.test = test_set.limit(max(10, cfg.monitor_size // 2))
+    def __init__(self, train, test, cfg):
+        """``train``, ``test``: data sources; ``cfg``: the evaluation config (``monitor_size``
+        training images, half as many test images, held in memory)."""
+        self.train = train.subset(cfg.monitor_size)
+        self.test = test.subset(max(10, cfg.monitor_size // 2))
         self.k, self.t = cfg.knn_k, cfg.knn_temperature
 
     def __call__(self, trunk) -> float:

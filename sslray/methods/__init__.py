@@ -13,7 +13,7 @@ from ..errors import UserError
 from .base import DataInfo, Method, Strict
 
 METHODS: dict[str, type[Method]] = {}
-_HELPERS = {"base", "augment"}
+_HELPERS = {"base"}
 
 
 def register(cls: type[Method]) -> type[Method]:

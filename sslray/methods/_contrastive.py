@@ -1,18 +1,23 @@
-"""What the contrastive methods share: the augmented view and the number of negatives."""
+"""What the contrastive methods share: their views and augmentation, and the number of negatives."""
 
 from __future__ import annotations
 
 import torch
 
+from ..components.augment import color_jitter, hflip, random_grayscale
+from ..data.views import crop
 from ..errors import UserError
-from .augment import color_jitter, hflip, random_grayscale, random_resized_crop
+
+#: the random-resized crop of every contrastive view (MoCo v2's and SimCLR's CIFAR scale range),
+#: cut by the data source, from the original image when it streams
+CROP = crop((0.2, 1.0))
 
 
-def augmented_view(x: torch.Tensor, strength: float = 0.5, crop_scale=(0.2, 1.0)) -> torch.Tensor:
-    """SimCLR's augmentation (Chen et al. 2020, appendix A), batched: random resized crop, flip,
-    colour jitter of ``strength`` s (0.8 s brightness/contrast/saturation, 0.2 s hue, p = 0.8)
-    and grayscale (p = 0.2). No blur: it hurts at 32 px (the paper drops it for CIFAR-10)."""
-    x = hflip(random_resized_crop(x, scale=crop_scale))
+def photometric(x: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
+    """The rest of SimCLR's augmentation (Chen et al. 2020, appendix A) after the crop, batched on
+    the device: flip, colour jitter of ``strength`` s (0.8 s brightness/contrast/saturation, 0.2 s
+    hue, p = 0.8) and grayscale (p = 0.2). No blur: it hurts at 32 px (the paper drops it for CIFAR-10)."""
+    x = hflip(x)
     x = color_jitter(x, 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=0.8)
     return random_grayscale(x, p=0.2)
 

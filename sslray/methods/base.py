@@ -1,10 +1,11 @@
 """What every method is: a trunk, a head and a loss, trained by the shared loop.
 
-A method is an ``nn.Module`` whose ``forward`` *is* its training step: it takes a batch of
-images in [0, 1] (the trunk normalises them itself), their labels and their dataset indices,
-and returns a dict with the ``loss`` to minimise and any metrics to log (``acc`` for the
-pretext accuracy). Making the step ``forward`` lets ``DistributedDataParallel`` wrap a method
-unchanged. State such as a memory bank lives in buffers, so it checkpoints with the weights.
+A method is an ``nn.Module`` whose ``forward`` *is* its training step: it takes the batch's views
+(the inputs it declares with :meth:`Method.views`, float images in [0, 1]; the trunk normalises
+them itself), their labels and their stable dataset indices, and returns a dict with the ``loss``
+to minimise and any metrics to log (``acc`` for the pretext accuracy). Making the step
+``forward`` lets ``DistributedDataParallel`` wrap a method unchanged. State such as a memory bank
+lives in buffers, so it checkpoints with the weights.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..config import Strict  # every method's Settings derives from it: typed, unknown keys rejected
+from ..data.views import CENTRE, View
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,18 @@ class Method(nn.Module):
         self.trunk = trunk
         self.info = info
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, views: list[torch.Tensor], y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    @classmethod
+    def views(cls, settings: Strict, image_size: int) -> tuple[View, ...]:
+        """The inputs this method needs of every image (default: the image, resized and centre-cropped
+        to the data's size). A data source cuts them; random-resized crops from the original image."""
+        return (CENTRE,)
+
+    def input_views(self) -> list[View]:
+        """:meth:`views` with every size resolved for this run's data."""
+        return [v.at(self.info.image_size) for v in self.views(self.settings, self.info.image_size)]
 
     @classmethod
     def check(cls, settings: Strict, info: DataInfo) -> None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from . import register
-from .augment import hflip, pad_crop
+from ..components.augment import hflip, pad_crop
 from .base import Method, Strict, accuracy
 
 
@@ -18,7 +18,7 @@ class Random(Method):
     name = "random"
     trains = False
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
         raise RuntimeError("the random baseline is not trained")
 
 
@@ -38,7 +38,8 @@ class Supervised(Method):
         super().__init__(settings, trunk, info)
         self.head = torch.nn.Linear(trunk.out_dim, info.num_classes)
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         if self.settings.pad:
             x = pad_crop(x, self.settings.pad)
         logits = self.head(self.trunk(hflip(x)))

@@ -25,10 +25,12 @@ from ..errors import UserError
 from ..models import extract_features, pool_features, pool_size
 from . import register
 from ._source import find_source, load_source_trunk
-from .augment import hflip, pad_crop
+from ..components.augment import hflip, pad_crop
 from .base import Method, Strict, accuracy
 
 PAPER_CLUSTERS = 16000
+#: k-means sample of a streamed split (held in memory, at the data's size) unless kmeans_sample says
+STREAM_SAMPLE = 50_000
 
 
 class ClusterFitSettings(Strict):
@@ -39,6 +41,9 @@ class ClusterFitSettings(Strict):
     feature_dim: int = Field(9216, ge=1, description="pooling of the source layer (as eval.feature_dim)")
     kmeans_iters: int = Field(20, ge=1)
     kmeans_seed: int = 0
+    kmeans_sample: int | None = Field(None, ge=2, description="images (class-balanced) whose features k-means "
+                                      "sees; every image is then assigned its nearest centroid (default: all of a "
+                                      f"split in memory, {STREAM_SAMPLE:,} of a streamed one)")
     pad: int = Field(4, ge=0, description="random-crop padding of the fit step (0 = no crop)")
 
     @field_validator("source", "runs")
@@ -46,6 +51,28 @@ class ClusterFitSettings(Strict):
     def _absolute(cls, v: str) -> str:
         """Paths made absolute where the run is configured: Ray workers run in other folders."""
         return str(Path(v).resolve()) if v and Path(v).exists() else v
+
+
+@torch.no_grad()
+def nearest_centroid(trunk, data, centroids: torch.Tensor, layer: str, feature_dim: int, device,
+                     batch_size: int = 256) -> torch.Tensor:
+    """Every image of a data source assigned its nearest centroid (cosine), one streamed pass."""
+    from ..components.augment import cut_views
+    from ..data.views import CENTRE
+
+    labels = torch.zeros(len(data), dtype=torch.long)
+    c = F.normalize(centroids.float(), dim=1).to(device)
+    was = trunk.training
+    trunk.eval()
+    view = CENTRE.at(data.image_size)
+    for batch in data.scan(batch_size, [view]):
+        x = batch.views[0].to(device).float().div_(255)
+        x = x if batch.cut else cut_views(x, [view])[0]
+        f = pool_features(trunk.taps(x.contiguous(memory_format=torch.channels_last), [layer])[layer].float(),
+                          feature_dim)
+        labels[batch.index] = (F.normalize(f, dim=1) @ c.T).argmax(1).cpu()
+    trunk.train(was)
+    return labels
 
 
 def resolve_clusters(settings, num_train: int) -> int:
@@ -79,17 +106,23 @@ class ClusterFit(Method):
         return load_source_trunk(self.source)
 
     def setup(self, train):
-        """The cluster step: the source's features of every training image, spherical k-means."""
+        """The cluster step: spherical k-means of the source's features of the training images (of
+        ``kmeans_sample`` of them), then every training image's nearest centroid, streamed."""
         s = self.settings
         teacher = self.source_trunk()
         dev = default_device()
         was = next(teacher.parameters()).device
-        feats = extract_features(teacher.to(dev), train.images, [s.layer], s.feature_dim, device=dev,
+        teacher.to(dev)
+        sample = train.subset(s.kmeans_sample or (None if train.kind == "memory" else STREAM_SAMPLE))
+        feats = extract_features(teacher, sample.images, [s.layer], s.feature_dim, device=dev,
                                  desc="source features")[s.layer]
-        teacher.to(was)
         result = spherical_kmeans(feats, self.k, s.kmeans_seed, s.kmeans_iters)
-        self.targets.copy_(result.labels)
-        self.stats = result.stats()
+        if len(sample) == len(train) and train.kind == "memory":  # the sample is the set, in index order
+            self.targets.copy_(result.labels)
+        else:
+            self.targets.copy_(nearest_centroid(teacher, train, result.centroids, s.layer, s.feature_dim, dev))
+        teacher.to(was)
+        self.stats = {**result.stats(), "kmeans_sample": len(sample)}
         return result
 
     def describe(self):
@@ -102,7 +135,8 @@ class ClusterFit(Method):
     def augment(self, x):
         return hflip(pad_crop(x, self.settings.pad) if self.settings.pad else x)
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         logits = self.head(self.trunk(self.augment(x)))
         target = self.targets[idx]
         return {"loss": F.cross_entropy(logits, target), "acc": accuracy(logits, target)}
@@ -153,7 +187,8 @@ class Distill(ClusterFit):
         f = pool_features(self.teacher.taps(x, [layer])[layer].float(), self.settings.feature_dim)
         return F.softmax(F.normalize(f, dim=1) @ self.centroids.T / self.settings.temperature, dim=1)
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         x = self.augment(x)
         p = self.soft_targets(x)
         logits = self.head(self.trunk(x))

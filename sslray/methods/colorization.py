@@ -73,7 +73,7 @@ class Colorization(Method):
         """Class rebalancing weights from the training set's colour distribution (eq. 4)."""
         s = self.settings
         counts = torch.zeros(self.num_bins)
-        for chunk in train.images[: s.prior_images].split(250):
+        for chunk in train.subset(s.prior_images).images.split(250):
             _, (bins, _) = colour_targets(chunk.float() / 255, self.out_size, s.grid, 1, s.sigma)
             counts += torch.bincount(bins.flatten(), minlength=self.num_bins).float()
         self.bin_weights.copy_(rebalancing_weights(smoothed_prior(counts, s.grid, s.sigma), s.rebalance))
@@ -81,7 +81,8 @@ class Colorization(Method):
     def describe(self):
         return {"bins": self.num_bins, "out_px": self.out_size}
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         s = self.settings
         grey, (bins, weights) = colour_targets(x, self.out_size, s.grid, s.neighbours, s.sigma)
         logits = self.decoder(self.trunk.taps(grey, [s.tap])[s.tap])  # (N, Q, h, w)

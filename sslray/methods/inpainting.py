@@ -73,7 +73,8 @@ class Inpainting(Method):
     def describe(self):
         return {"mask_px": self.side}
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         mask = square_mask(len(x), x.shape[-1], self.side, self.settings.mask == "random", x.device)
         context = mask_image(x, mask, self.trunk.input_mean)
         pred = torch.sigmoid(self.decoder(self.trunk.taps(context, ["res5"])["res5"]).float())

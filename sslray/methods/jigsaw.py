@@ -26,11 +26,17 @@ from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.tiles import shuffle_tiles
 from ..errors import UserError
 from . import register
-from ._patches import PatchSettings, check_tiles, cut_tiles, tile_size
+from ._patches import PatchSettings, check_tiles, cut_tiles, input_size, input_view, tile_size
+
+#: Noroozi & Favaro's code: images resized to 256, a 255-px crop, 3x3 cells of 85 px, 64-px tiles
+PAPER_INPUT, PAPER_TILE = 255, 64
 from .base import Method, accuracy
 
 
 class JigsawSettings(PatchSettings):
+    tile_fraction: float | None = Field(None, gt=0, le=1, description="tile side as a fraction of its cell; "
+                                        "default: the paper's 64/85 from a 255-px input, 0.85 on smaller inputs "
+                                        "(8-px tiles of 10-px cells at 32 px)")
     permutations: int = Field(1000, ge=2, description="size of the permutation subset P (paper: 1000), "
                               "at most (grid^2)!")
     grid: int = Field(3, ge=2, description="tiles per side (paper: 3)")
@@ -58,8 +64,19 @@ class Jigsaw(Method):
         self.head = TileHead(trunk.out_dim, k, settings.tile_dim, settings.permutations, settings.head_hidden)
 
     @classmethod
+    def views(cls, settings, image_size):
+        return input_view(settings, image_size, PAPER_INPUT)
+
+    @staticmethod
+    def fraction(settings, size: int) -> float:
+        if settings.tile_fraction:
+            return settings.tile_fraction
+        return PAPER_TILE / (PAPER_INPUT // 3) if size >= PAPER_INPUT else 0.85
+
+    @classmethod
     def check(cls, settings, info):
-        check_tiles("jigsaw", settings.grid, settings, info)
+        size = input_size(settings, info.image_size, PAPER_INPUT)
+        check_tiles("jigsaw", settings.grid, settings, info, size, cls.fraction(settings, size))
         k = settings.grid ** 2
         if k <= 20 and settings.permutations > math.factorial(k):  # 21! exceeds any subset we could draw
             raise UserError(f"jigsaw: permutations={settings.permutations} is more than the "
@@ -67,11 +84,15 @@ class Jigsaw(Method):
 
     def describe(self):
         s = self.settings
-        tile = tile_size(self.info.image_size, s.grid, s.tile_fraction)
-        return {**hamming_stats(self.perms.cpu().numpy()), "tile_px": tile, "trunk_tile_px": s.tile_resize or tile}
+        size = input_size(s, self.info.image_size, PAPER_INPUT)
+        tile = tile_size(size, s.grid, self.fraction(s, size))
+        return {**hamming_stats(self.perms.cpu().numpy()), "input_px": size, "tile_px": tile,
+                "trunk_tile_px": s.tile_resize or tile}
 
-    def forward(self, x, y, idx):
-        tiles = cut_tiles(x, self.settings.grid, self.settings)  # (N, K, C, T, T)
+    def forward(self, views, y, idx):
+        x = views[0]
+        s = self.settings
+        tiles = cut_tiles(x, s.grid, s, self.fraction(s, x.shape[-1]))  # (N, K, C, T, T)
         n, k = tiles.shape[:2]
         target = torch.randint(0, len(self.perms), (n,), device=x.device)
         shuffled = shuffle_tiles(tiles, self.perms[target])

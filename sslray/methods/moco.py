@@ -12,7 +12,7 @@ from torch import nn
 from ..components.losses import embedding_std, info_nce
 from ..components.queue import KeyQueue, frozen_copy, momentum_update
 from . import register
-from ._contrastive import augmented_view, resolve_negatives
+from ._contrastive import CROP, photometric, resolve_negatives
 from .base import Method, Strict
 
 PAPER_QUEUE = 65536
@@ -52,11 +52,15 @@ class MoCo(Method):
     def describe(self):
         return {"queue": self.queue.size}
 
-    def forward(self, x, y, idx):
+    @classmethod
+    def views(cls, settings, image_size):
+        return (CROP, CROP)  # the query's and the key's
+
+    def forward(self, views, y, idx):
         s = self.settings
-        q = F.normalize(self.head(self.trunk(augmented_view(x, s.strength))), dim=1)
+        q = F.normalize(self.head(self.trunk(photometric(views[0], s.strength))), dim=1)
         with torch.no_grad():
-            k = F.normalize(self.key_head(self.key_trunk(augmented_view(x, s.strength))), dim=1)
+            k = F.normalize(self.key_head(self.key_trunk(photometric(views[1], s.strength))), dim=1)
         pos = (q * k).sum(1).float()  # losses in float32 whatever the autocast dtype
         neg = (q @ self.queue.snapshot().T).float()
         loss = info_nce(pos, neg, s.temperature)

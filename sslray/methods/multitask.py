@@ -59,6 +59,10 @@ class Multitask(Method):
         self.pretexts = nn.ModuleDict({
             name: methods[name](task_settings(name, methods[name], settings), trunk, info) for name in settings.tasks})
         self.names = list(settings.tasks)
+        # the mix's views are its tasks' views, in task order; each task's step gets its own slice
+        counts = [len(m.input_views()) for m in self.pretexts.values()]
+        starts = [sum(counts[:i]) for i in range(len(counts))]
+        self.slices = {n: slice(a, a + c) for n, a, c in zip(self.names, starts, counts)}
         self.probs = torch.tensor([settings.tasks[n] for n in self.names], dtype=torch.float64)  # on the CPU
         self.step, self.last = 0, self.names[0]
 
@@ -84,10 +88,16 @@ class Multitask(Method):
         g = torch.Generator().manual_seed(self.settings.seed * 1_000_003 + self.step)
         return self.names[int(torch.multinomial(self.probs, 1, generator=g))]
 
-    def forward(self, x, y, idx):
+    @classmethod
+    def views(cls, settings, image_size):
+        methods = discover()
+        return tuple(v for name in settings.tasks
+                     for v in methods[name].views(task_settings(name, methods[name], settings), image_size))
+
+    def forward(self, views, y, idx):
         self.last = task = self.draw()
         self.step += 1
-        out = self.pretexts[task](x, y, idx)
+        out = self.pretexts[task](views[self.slices[task]], y, idx)
         return {"loss": every_parameter(out["loss"], self), **{f"{task}/{k}": v for k, v in out.items()}}
 
     def setup(self, train):

@@ -16,7 +16,7 @@ from ..components.distributed import gather
 from ..components.losses import embedding_std, info_nce, npid_nce_loss
 from ..components.memory_bank import MemoryBank
 from . import register
-from ._contrastive import augmented_view, resolve_negatives
+from ._contrastive import CROP, photometric, resolve_negatives
 from .base import Method, Strict
 
 PAPER_NEGATIVES = 4096
@@ -59,9 +59,13 @@ class NPID(Method):
     def describe(self):
         return {"negatives": self.negatives}
 
-    def forward(self, x, y, idx):
+    @classmethod
+    def views(cls, settings, image_size):
+        return (CROP,)
+
+    def forward(self, views, y, idx):
         s = self.settings
-        z = F.normalize(self.head(self.trunk(augmented_view(x, s.strength))), dim=1)
+        z = F.normalize(self.head(self.trunk(photometric(views[0], s.strength))), dim=1)
         pos = (z * self.bank.get(idx)).sum(1).float()  # losses in float32 whatever the autocast dtype
         neg, = self.bank.negative_dots([z], idx, self.negatives, s.shared_negatives)
         neg = neg.float()

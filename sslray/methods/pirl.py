@@ -30,7 +30,7 @@ from ..components.rotation import rotate
 from ..components.tiles import shuffle_tiles, tile_grid
 from ..errors import UserError
 from . import register
-from ._contrastive import augmented_view, resolve_negatives
+from ._contrastive import CROP, photometric, resolve_negatives
 from .base import Method, Strict
 
 PAPER_NEGATIVES = 32000
@@ -124,9 +124,13 @@ class PIRL(Method):
             dots = 2 * dots - (norm if dots.dim() == 1 else norm[:, None]) - 1
         return dots.float()  # losses in float32 whatever the autocast dtype
 
-    def forward(self, x, y, idx):
+    @classmethod
+    def views(cls, settings, image_size):
+        return (CROP,)
+
+    def forward(self, views, y, idx):
         s = self.settings
-        x = augmented_view(x, s.strength)
+        x = photometric(views[0], s.strength)
         f = self.f(self.trunk(x))
         g = self.embed_transformed(x)
         m = self.bank.get(idx)

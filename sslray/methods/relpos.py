@@ -20,7 +20,7 @@ from pydantic import Field
 
 from ..components.heads import linear_head
 from . import register
-from ._patches import PatchSettings, check_tiles, cut_tiles, tile_size
+from ._patches import PatchSettings, check_tiles, cut_tiles, input_size, input_view, tile_size
 from .base import Method, accuracy
 
 #: label k -> (row, column) offset of the query from the anchor, row-major around the centre
@@ -28,6 +28,8 @@ OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
 #: label k -> the query's cell in the row-major 3x3 lattice (the anchor is cell 4)
 NEIGHBOUR_CELLS = tuple((1 + dy) * 3 + (1 + dx) for dy, dx in OFFSETS)
 ANCHOR_CELL = 4
+#: Doersch et al.: 96-px patches with 48-px gaps, a 3x3 lattice of 144-px cells
+PAPER_INPUT = 3 * 144
 
 
 def relpos_pairs(tiles: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,16 +65,23 @@ class RelPos(Method):
         self.head = linear_head(2 * trunk.out_dim, len(OFFSETS), settings.head_hidden)
 
     @classmethod
+    def views(cls, settings, image_size):
+        return input_view(settings, image_size, PAPER_INPUT)
+
+    @classmethod
     def check(cls, settings, info):
-        check_tiles("relpos", 3, settings, info)
+        size = input_size(settings, info.image_size, PAPER_INPUT)
+        check_tiles("relpos", 3, settings, info, size, settings.tile_fraction)
 
     def describe(self):
-        tile = tile_size(self.info.image_size, 3, self.settings.tile_fraction)
-        return {"tile_px": tile, "trunk_tile_px": self.settings.tile_resize or tile}
+        size = input_size(self.settings, self.info.image_size, PAPER_INPUT)
+        tile = tile_size(size, 3, self.settings.tile_fraction)
+        return {"input_px": size, "tile_px": tile, "trunk_tile_px": self.settings.tile_resize or tile}
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         n = len(x)
-        tiles = cut_tiles(x, 3, self.settings)
+        tiles = cut_tiles(x, 3, self.settings, self.settings.tile_fraction)
         if self.settings.pairs == "all":
             target = torch.arange(len(OFFSETS), device=x.device).repeat_interleave(n)
         else:

@@ -33,7 +33,8 @@ class Rotation(Method):
         super().__init__(settings, trunk, info)
         self.head = linear_head(trunk.out_dim, 4, settings.head_hidden or None)
 
-    def forward(self, x, y, idx):
+    def forward(self, views, y, idx):
+        x = views[0]
         if self.settings.rotations == "all":
             xr, target = rotate_batch(x)
         else:

@@ -10,7 +10,7 @@ from pydantic import Field
 from ..components.heads import linear_head
 from ..components.losses import embedding_std, nt_xent
 from . import register
-from ._contrastive import augmented_view
+from ._contrastive import CROP, photometric
 from .base import Method, Strict
 
 
@@ -33,10 +33,14 @@ class SimCLR(Method):
         # Linear -> BN -> ReLU -> Linear; evaluation uses the trunk, before the projection
         self.projection = linear_head(trunk.out_dim, settings.proj_dim, settings.proj_hidden or trunk.out_dim)
 
-    def forward(self, x, y, idx):
+    @classmethod
+    def views(cls, settings, image_size):
+        return (CROP, CROP)
+
+    def forward(self, views, y, idx):
         s = self.settings
-        views = torch.cat([augmented_view(x, s.strength), augmented_view(x, s.strength)])
-        z1, z2 = self.projection(self.trunk(views)).chunk(2)
+        both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
+        z1, z2 = self.projection(self.trunk(both)).chunk(2)
         loss = nt_xent(z1, z2, s.temperature)
         with torch.no_grad():  # does each view find its partner among the local batch's views?
             z = torch.nn.functional.normalize(torch.cat([z1, z2]).float(), dim=1)

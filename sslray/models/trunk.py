@@ -42,6 +42,17 @@ def resolve_stem(stem: str, image_size: int) -> str:
     return stem
 
 
+class StridedPointwise(nn.Conv2d):
+    """A strided 1x1 convolution (a residual shortcut) computed as subsampling then a stride-1 1x1
+    convolution: the same function and the same parameters. Why: oneDNN 3.12's AVX-512 kernel for
+    the backward pass of a strided 1x1 convolution on channels-last input crashes the process
+    (SIGSEGV) for some shapes, e.g. 8 -> 16 channels at 56 x 56 (a 1/8-width ResNet at 224 px)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sy, sx = self.stride
+        return nn.functional.conv2d(x[:, :, ::sy, ::sx], self.weight, self.bias)
+
+
 class Trunk(nn.Module):
     """A ResNet whose forward returns the requested stages by name.
 
@@ -94,7 +105,7 @@ class Trunk(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                StridedPointwise(self.inplanes, planes * block.expansion, 1, stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = [block(self.inplanes, planes, stride, downsample)]

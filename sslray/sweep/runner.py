@@ -104,6 +104,8 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
                       "run.run_name": f"trial-{trial_id}", "dist.workers": b.workers_per_trial,
                       "dist.cpus_per_worker": b.cpus_per_trial, "dist.gpus_per_worker": b.gpus_per_trial,
                       "run.threads": max(1, int(b.cpus_per_trial))})
+    if b.data_cpus_per_trial:
+        overrides["data.cpus_per_worker"] = b.data_cpus_per_trial
     built = build_run(build_config(method, overrides))
     run_dir = RunDir(Path(root) / "trials" / trial_id)
     resume = run_dir if run_dir.has(RunDir.META) else None
@@ -150,13 +152,13 @@ def _parent_run(study: Study, resume: bool, store: Store) -> str:
 
 def concurrency(study: Study) -> int:
     """How many trials fit the cluster at once; a trial that cannot fit at all is a UserError."""
-    from ..train.launch import cluster_fit
+    from ..cluster import cluster_fit
 
     b = study.budget
-    n, short = cluster_fit(b.workers_per_trial, b.cpus_per_trial, b.gpus_per_trial)
+    n, short = cluster_fit(b.workers_per_trial, b.cpus_per_trial + b.data_cpus_per_trial, b.gpus_per_trial)
     if short:
         kind, need, have, _ = short
-        per = b.gpus_per_trial if kind == "GPU" else b.cpus_per_trial
+        per = b.gpus_per_trial if kind == "GPU" else b.cpus_per_trial + b.data_cpus_per_trial
         raise UserError(f"study {study.name}: budget needs {need:g} {kind}s per trial "
                         f"({b.workers_per_trial} workers x {per:g}); the cluster has {have:g}")
     return max(1, min(n, b.max_concurrent or n, b.trials))
@@ -170,7 +172,7 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
-    from ..train.launch import connect
+    from ..cluster import connect
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # per-epoch results lack the objective
     # an interrupted sweep (Ctrl-C, SIGINT to the driver) stops its trials; a trial actor that does

@@ -109,6 +109,8 @@ class Budget(Strict):
     epochs: int = Field(3, ge=1, description="pretraining epochs per trial")
     workers_per_trial: int = Field(1, ge=1)
     cpus_per_trial: float = Field(1, gt=0, description="CPUs per worker")
+    data_cpus_per_trial: float = Field(0, ge=0, description="CPUs per worker kept free for a streamed data set's "
+                                                            "decode pipeline (data.cpus_per_worker); 0: not streamed")
     gpus_per_trial: float = Field(0, ge=0, description="GPUs per worker")
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as the resources allow")
 

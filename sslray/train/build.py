@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from ..config import RunConfig, set_dotted, validation_message
-from ..data import ImageSet, load_data
+from ..data import Source, open_sources
 from ..errors import UserError
 from ..methods import DataInfo, Method, get_method
 from ..models import build_trunk
@@ -62,19 +62,25 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
 
 @dataclass
 class Built:
-    """A run, built: its config, data and method (the method holds the trunk)."""
+    """A run, built: its config, data sources and method (the method holds the trunk)."""
 
     cfg: RunConfig
-    train: ImageSet
-    test: ImageSet
+    train: Source
+    test: Source
     method: Method
+
+    def shipped_sources(self) -> tuple[Source, Source] | None:
+        """What a worker takes from the driver instead of opening the data again: a streamed
+        collection's catalogues (listing a million files once is enough); None for memory sources,
+        which every worker loads from the data cache."""
+        return (self.train, self.test) if self.train.kind == "stream" else None
 
     def method_state(self) -> dict:
         """The method's state (weights, buffers, setup results) on the CPU, for the workers."""
         return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in self.method.state_dict().items()}
 
 
-def build_method(cfg: RunConfig, train: ImageSet, init_state: dict | None = None) -> Method:
+def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None) -> Method:
     """The method of ``cfg`` around a fresh trunk, seeded by ``cfg.seed``; its setup runs on
     ``train`` unless ``init_state`` (a state the setup already produced) is given."""
     cls = get_method(cfg.method)
@@ -93,11 +99,12 @@ def build_method(cfg: RunConfig, train: ImageSet, init_state: dict | None = None
     return method
 
 
-def build_run(cfg: RunConfig, init_state: dict | None = None) -> Built:
-    """Load the data and build the method; every bad input fails here, before any run starts."""
+def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Source, Source] | None = None) -> Built:
+    """Open the data (unless ``sources`` are given) and build the method; every bad input fails
+    here, before any run starts."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    train, test = load_data(cfg.data)
+    train, test = sources or open_sources(cfg.data)
     if cfg.optim.batch_size > len(train):
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({len(train)} images)")
     return Built(cfg, train, test, build_method(cfg, train, init_state))

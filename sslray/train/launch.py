@@ -6,39 +6,10 @@ cluster has, unwritable storage) runs before an MLflow run exists and ends in on
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
+from ..cluster import cluster_fit, connect
 from ..errors import UserError
-
-
-def ray_env() -> None:
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-
-
-def connect(address: str | None = None) -> None:
-    """Join the cluster at ``address`` or start a local one (dashboard on 127.0.0.1: Train V2
-    needs it to clean up placement groups of stopped runs, see README)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    ray_env()
-    if address and address not in ("auto", "local") and not address.startswith("ray://"):
-        host, _, port = address.rpartition(":")
-        try:
-            socket.create_connection((host or "127.0.0.1", int(port)), timeout=3).close()
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot reach Ray at --address {address}: {e}") from None
-    try:
-        if address and address != "local":
-            ray.init(address=address, log_to_driver=True, logging_level="ERROR")
-        else:  # "local": always a fresh cluster, never a stale one left by an earlier `ray start`
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
-    except (ConnectionError, RuntimeError) as e:
-        raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {str(e).splitlines()[0]}") from None
 
 
 def storage_path(cfg) -> str:
@@ -58,34 +29,41 @@ def check_storage(path: str) -> None:
         raise UserError(f"storage path {path} is not writable: {e.strerror or e}") from None
 
 
-def cluster_fit(workers: int, cpus: float, gpus: float) -> tuple[int, tuple | None]:
-    """How many groups of ``workers`` x (``cpus``, ``gpus``) the connected cluster holds at once,
-    and the first resource a single group cannot get: ``(kind, need, total, free)`` or None."""
-    import ray
-
-    total, free = ray.cluster_resources(), ray.available_resources()
-    counts, short = [], None
-    for kind, per in (("GPU", gpus), ("CPU", cpus)):
-        if not per:
-            continue
-        need, have = workers * per, total.get(kind, 0)
-        if need > have + 1e-9 and short is None:
-            short = (kind, need, have, free.get(kind, 0))
-        counts.append(int(have // need))
-    return (min(counts) if counts else 1), short
-
-
-def check_cluster(cfg) -> None:
-    """Fail fast, in one line, if the request cannot run on the cluster."""
+def check_cluster(cfg, data_cpus: float = 0.0) -> None:
+    """Fail fast, in one line, if the request cannot run on the cluster. ``data_cpus``: the CPUs each
+    worker's streaming pipeline needs beside it (Ray Data hangs, silently, without them)."""
     check_storage(storage_path(cfg))
     connect(cfg.dist.address)
     d = cfg.dist
-    per = {"GPU": d.gpus_per_worker, "CPU": d.cpus_per_worker}
-    _, short = cluster_fit(d.workers, d.cpus_per_worker, d.gpus_per_worker)
+    per = {"GPU": d.gpus_per_worker, "CPU": d.cpus_per_worker + data_cpus}
+    _, short = cluster_fit(d.workers, per["CPU"], d.gpus_per_worker)
     if short:
         kind, need, have, free = short
-        raise UserError(f"asked for {need:g} {kind}s ({d.workers} workers x {per[kind]:g}); the cluster has "
-                        f"{have:g} {kind}s, {free:g} free")
+        data = f" training + {data_cpus:g} data" if kind == "CPU" and data_cpus else ""
+        fix = (" (lower dist.cpus_per_worker or data.cpus_per_worker: the data pipeline of every worker needs "
+               "CPUs of its own)") if data else ""
+        raise UserError(f"asked for {need:g} {kind}s ({d.workers} workers x {per[kind]:g}{data}); the cluster has "
+                        f"{have:g} {kind}s, {free:g} free{fix}")
+
+
+def _put(value):
+    import ray
+
+    return None if value is None else ray.put(value)
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The UserError a worker raised (e.g. too many unreadable images), if Ray wrapped one, else the error."""
+    seen, todo = set(), [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return e
+        todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
+    return error
 
 
 def launch_ray(spec, built, run_dir, reporter=None) -> dict:
@@ -107,7 +85,7 @@ def launch_ray(spec, built, run_dir, reporter=None) -> dict:
     resources = {"CPU": d.cpus_per_worker, **({"GPU": d.gpus_per_worker} if d.gpus_per_worker else {})}
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"spec": spec.with_state(ray.put(built.method_state()))},
+        train_loop_config={"spec": spec.shipped(ray.put(built.method_state()), _put(built.shipped_sources()))},
         torch_config=TorchConfig(backend="nccl" if d.gpus_per_worker else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=d.workers, use_gpu=d.gpus_per_worker > 0,
                                                resources_per_worker=resources, placement_strategy=d.placement),
@@ -120,7 +98,7 @@ def launch_ray(spec, built, run_dir, reporter=None) -> dict:
     )
     result = trainer.fit()
     if result.error:
-        raise result.error
+        raise unwrap(result.error)
     metrics = {k: v for k, v in (result.metrics or {}).items() if "/" in k}
     if cfg.eval.enabled and run_dir.has(RunDir.TRANSFER):
         metrics.update(run_dir.transfer())

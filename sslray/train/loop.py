@@ -1,10 +1,11 @@
 """The one training loop every method shares: laptop run, Tune trial or multi-node Ray Train job.
 
-It knows nothing of any method: it batches the in-memory training set (sharded per rank when
-``torch.distributed`` is initialised), calls the method's ``forward`` (its training step),
-steps the optimiser and schedule, checkpoints each epoch and reports per-epoch metrics through a
-callback. Seeded: the batch order of epoch ``e`` depends only on ``(seed, e)``, and the RNG state
-is checkpointed, so a resumed run continues as if it had never stopped.
+It knows nothing of any method: it takes this rank's batches of the training split from a data
+source (:mod:`sslray.data.source`), cuts the views the method declares where the source left them
+uncut, calls the method's ``forward`` (its training step) on the views, steps the optimiser and
+schedule, checkpoints each epoch and reports per-epoch metrics through a callback. Seeded: the
+batch order of epoch ``e`` depends only on ``(seed, e)``, and the RNG state is checkpointed, so a
+resumed run continues as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -16,34 +17,12 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from ..components.augment import cut_views
 from ..components.distributed import DistContext, dist_context
+from ..data.source import Source
+from ..errors import UserError
 from ..progress import bar
 from .checkpoint import rng_state, set_rng_state
-
-
-class Batches:
-    """Shuffled index batches of a global batch size, split evenly over ranks.
-
-    Every rank draws the same permutation for an epoch (seeded by ``(seed, epoch)``) and takes
-    its slice of each global batch, so shards are disjoint and the global batch means the same
-    whatever the worker count. The last incomplete batch is dropped.
-    """
-
-    def __init__(self, n: int, global_batch: int, seed: int, rank: int = 0, world_size: int = 1):
-        if global_batch % world_size:
-            raise ValueError(f"global batch {global_batch} does not split over {world_size} workers")
-        self.n, self.batch, self.seed, self.rank, self.world = n, global_batch, seed, rank, world_size
-        self.local = global_batch // world_size
-
-    def __len__(self) -> int:
-        return max(1, self.n // self.batch)
-
-    def epoch(self, e: int):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + e)
-        perm = torch.randperm(self.n, generator=g)
-        for b in range(len(self)):
-            chunk = perm[b * self.batch : (b + 1) * self.batch]
-            yield chunk[self.rank * self.local : (self.rank + 1) * self.local]
 
 
 def build_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -67,11 +46,11 @@ def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+def fit(cfg, method: torch.nn.Module, source: Source, *,
         ctx: DistContext | None = None, start: dict | None = None,
         on_epoch: Callable[[int, dict, dict], None] | None = None, on_step: list[Callable] = (),
         progress: bool = True) -> torch.nn.Module:
-    """Train ``method`` for ``cfg.epochs`` epochs from ``start`` (a checkpoint dict) if given.
+    """Train ``method`` on ``source`` for ``cfg.epochs`` epochs from ``start`` (a checkpoint dict) if given.
 
     ``on_epoch(epoch, metrics, state)`` runs after every epoch on every rank with the epoch's
     mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch);
@@ -84,9 +63,12 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
     if ctx.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    batches = Batches(len(labels), cfg.optim.batch_size, cfg.seed, ctx.rank, ctx.world_size)
+    if cfg.optim.batch_size % ctx.world_size:
+        raise ValueError(f"global batch {cfg.optim.batch_size} does not split over {ctx.world_size} workers")
+    views = core.input_views()
+    steps_per_epoch = source.steps(cfg.optim.batch_size, ctx.world_size)
     opt = build_optimizer([p for p in core.parameters() if p.requires_grad], cfg.optim)
-    sched = build_schedule(opt, cfg.optim, len(batches), cfg.epochs)
+    sched = build_schedule(opt, cfg.optim, steps_per_epoch, cfg.epochs)
     first = 0
     if start:
         core.load_state_dict(start["model"])
@@ -101,15 +83,24 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
         model.train()
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}  # per key: a method may report a metric on some batches only
-        seen, t0 = 0, time.perf_counter()
-        steps = bar(batches.epoch(epoch), total=len(batches), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+        seen, t0, waited, corrupt = 0, time.perf_counter(), 0.0, []
+        batches = source.epoch(epoch, cfg.optim.batch_size, cfg.seed, ctx.rank, ctx.world_size, views)
+        steps = bar(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
                     enabled=progress and ctx.is_main)
-        for step, idx in enumerate(steps):
-            x = images[idx].to(ctx.device, non_blocking=True).float().div_(255)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = labels[idx].to(ctx.device, non_blocking=True)
+        batches_iter = iter(steps)
+        for step in range(steps_per_epoch):
+            t_wait = time.perf_counter()
+            batch = next(batches_iter)  # the wait for data: what a streaming source must keep near zero
+            waited += time.perf_counter() - t_wait
+            corrupt += batch.corrupt
+            xs = [v.to(ctx.device, non_blocking=True).float().div_(255) for v in batch.views]
+            if not batch.cut:
+                xs = cut_views(xs[0], views)
+            xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+            y = batch.labels.to(ctx.device, non_blocking=True)
+            idx = batch.index
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(x, y, idx.to(ctx.device))
+                out = model(xs, y, idx.to(ctx.device))
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -125,15 +116,38 @@ def fit(cfg, method: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor
             steps.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
         metrics = _reduce(sums, counts, ctx)
         elapsed = time.perf_counter() - t0
-        metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed,
+        metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed, data_wait=waited / max(elapsed, 1e-9),
                        img_per_s=seen * ctx.world_size / max(elapsed, 1e-9))
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at epoch {epoch + 1}")
         state = {"epoch": epoch + 1, "model": core.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "rng": rng_state()}
+        corrupt = _gather_corrupt(corrupt, ctx)
+        if corrupt:  # unreadable images the source replaced: counted, named, and past a threshold fatal
+            metrics["corrupt_images"] = len(corrupt)
+            state["corrupt"] = corrupt[:5]
+            allowed = cfg.data.max_corrupt * len(source)
+            if len(corrupt) > allowed:
+                raise UserError(f"{len(corrupt)} unreadable images in epoch {epoch + 1} (more than data.max_corrupt="
+                                f"{cfg.data.max_corrupt:g} of {len(source)}), e.g. {corrupt[0]}")
         if on_epoch:
             on_epoch(epoch, metrics, state)
     return core
+
+
+def _gather_corrupt(paths: list[str], ctx: DistContext) -> list[str]:
+    """Every rank's unreadable images of the epoch (all ranks call this: a collective)."""
+    if ctx.world_size == 1:
+        return paths
+    count = torch.tensor([len(paths)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        count = count.to(ctx.device)
+    dist.all_reduce(count)
+    if not int(count.item()):
+        return []
+    everyone: list = [None] * ctx.world_size
+    dist.all_gather_object(everyone, paths)
+    return [p for ps in everyone for p in ps]
 
 
 def _reduce(sums: dict[str, float], counts: dict[str, int], ctx: DistContext) -> dict[str, float]:

@@ -29,7 +29,7 @@ def resolved_params(b: Built) -> dict:
     from ..components.distributed import default_device
 
     trunk = b.method.trunk
-    return {"resolved.trunk.width": trunk.width, "resolved.trunk.stem": trunk.stem,
+    return {**b.train.describe(), "resolved.trunk.width": trunk.width, "resolved.trunk.stem": trunk.stem,
             "resolved.optim.effective_lr": b.cfg.optim.effective_lr(),
             "resolved.optim.global_batch": b.cfg.optim.batch_size,
             "resolved.data.num_train": len(b.train), "resolved.data.num_test": len(b.test),
@@ -49,15 +49,15 @@ def run(built: Built, *, resume: RunDir | None = None, run_dir: RunDir | None = 
     cfg, method = built.cfg, built.method
     run_id = resume.mlflow_run_id if resume else None
     run_dir = resume or run_dir or RunDir.new(cfg.output_dir, cfg.method)
-    if cfg.dist.uses_ray():
-        check_cluster(cfg)  # bad address, too few GPUs, unwritable storage: before MLflow
+    if cfg.dist.uses_ray():  # bad address, too few GPUs or CPUs, unwritable storage: before MLflow
+        check_cluster(cfg, cfg.data.cpus_per_worker if built.train.kind == "stream" else 0.0)
     run_dir.create()
     tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir.path.resolve()),
             **method.run_tags(), **(tags or {})}
     tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, uri=uri)
     run_dir.write_config(cfg.model_dump())
     run_dir.write_meta(cfg.method, tracker.run_id)
-    protocol = probe_protocol(method.trunk, built.train.image_size, cfg.eval) if cfg.eval.enabled else {}
+    protocol = probe_protocol(method.trunk, built.train.image_size, cfg.eval, built.train.kind) if cfg.eval.enabled else {}
     tracker.log_params({**flatten(cfg), **resolved_params(built), **protocol,
                         **{f"method.{k}": v for k, v in method.describe().items()}})
     spec = WorkerSpec(config=cfg.model_dump(), run_id=tracker.run_id, run_dir=str(run_dir.path.resolve()),

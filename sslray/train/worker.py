@@ -38,9 +38,11 @@ class WorkerSpec:
     progress: bool = True
     #: the built method's state (a Ray object ref on a Ray Train worker group), so workers skip setup
     init_state: Any = None
+    #: the driver's data sources when workers should not open the data again (a ref), else None
+    sources: Any = None
 
-    def with_state(self, state: Any) -> "WorkerSpec":
-        return replace(self, init_state=state)
+    def shipped(self, init_state: Any, sources: Any) -> "WorkerSpec":
+        return replace(self, init_state=init_state, sources=sources)
 
 
 class EpochReporter(Protocol):
@@ -109,7 +111,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     data from the config, its method from ``spec.init_state``."""
     cfg = RunConfig(**spec.config)
     ctx = dist_context()
-    built = built or build_run(cfg, spec.init_state)
+    built = built or build_run(cfg, spec.init_state, spec.sources)
     run_dir = RunDir(spec.run_dir)
     start = checkpoints.latest()
     tracker = Tracker(cfg.experiment, run_id=spec.run_id, uri=spec.tracking_uri) if ctx.is_main else None
@@ -124,6 +126,8 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         if monitor:
             logged["monitor/knn_top1"] = monitor(method.trunk)
         state.update(config=cfg.model_dump(), mlflow_run_id=spec.run_id, metrics=logged)
+        if tracker and state.get("corrupt"):
+            tracker.set_tags({"sslray.data.corrupt_first": "; ".join(state["corrupt"])[:5000]})
         checkpoints.save(state, {**logged, "epoch": epoch + 1}, ctx.is_main)  # first the checkpoint,
         last.clear()
         last.update(logged)
@@ -139,7 +143,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     hooks = [h for h in (_kill_hook(cfg, run_dir, ctx.rank),
                          StepRecorder(run_dir, ctx.rank) if cfg.debug.record_steps else None) if h]
     if method.trains and cfg.epochs > 0:
-        fit(cfg, method, built.train.images, built.train.labels, ctx=ctx, start=start,
+        fit(cfg, method, built.train, ctx=ctx, start=start,
             on_epoch=on_epoch, on_step=hooks, progress=spec.progress)
     if not ctx.is_main:
         return {}
@@ -155,10 +159,9 @@ def ray_train_loop(config: dict) -> None:
     spec: WorkerSpec = config["spec"]
     cfg = RunConfig(**spec.config)
     torch.set_num_threads(max(1, int(cfg.dist.cpus_per_worker)))
-    if spec.init_state is not None and not isinstance(spec.init_state, dict):
-        import ray
+    import ray
 
-        spec = spec.with_state(ray.get(spec.init_state))
+    spec = spec.shipped(ray.get(spec.init_state), ray.get(spec.sources) if spec.sources is not None else None)
     train_worker(spec, None, RayCheckpoints(RunDir(spec.run_dir)))
 
 

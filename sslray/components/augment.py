@@ -87,3 +87,18 @@ def color_jitter(x: torch.Tensor, brightness=0.4, contrast=0.4, saturation=0.4, 
 def random_grayscale(x: torch.Tensor, p: float = 0.2) -> torch.Tensor:
     g = torch.rand(len(x), device=x.device) < p
     return torch.where(g[:, None, None, None], grayscale(x), x)
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Square images resized to ``size`` px (antialiased when shrinking)."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=size < x.shape[-1]).clamp(0, 1)
+
+
+def cut_views(x: torch.Tensor, views) -> list[torch.Tensor]:
+    """The views a method declares (:class:`~sslray.data.views.View`, sizes resolved), cut from a
+    batch of square images on their device: random-resized crops, or the images resized."""
+    return [random_resized_crop(x, scale=v.scale, ratio=v.ratio, size=v.size) if v.random else resize(x, v.size)
+            for v in views]

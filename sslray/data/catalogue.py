@@ -1,0 +1,197 @@
+"""Catalogues: one split of an image collection as rows ``(location, label)``, listed once; row ``i``
+is the image of stable index ``i``. From a class-folder tree (``imagefolder``) or a manifest
+(``manifest``: a CSV or Parquet file with columns ``path``, ``label`` and optionally ``split``).
+Either can live on a local disk, a shared file system or object storage (``s3://...``).
+
+``imagefolder`` accepts ``ROOT/train/<class>/<image>`` with ``ROOT/test`` (or ``val``) beside it,
+or a single ``ROOT/<class>/<image>`` tree, whose every fifth image per class (sorted by name)
+becomes the test split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from .imageset import balanced_first, class_rank
+
+SPLIT_NAMES = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
+
+
+@dataclass
+class Catalogue:
+    locations: list[str]  # local paths or URIs
+    labels: np.ndarray  # int64
+    classes: list[str]
+    name: str  # the data set's name (imagefolder, manifest)
+    split: str
+    key: str  # names the selection (root, split, limit): part of cache keys
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def limited(locations: list[str], labels: np.ndarray, limit: int | None) -> tuple[list[str], np.ndarray]:
+    if limit is not None and limit < len(locations):
+        idx = balanced_first(labels, limit)
+        return [locations[i] for i in idx], labels[idx]
+    return locations, labels
+
+
+def holdout(labels: np.ndarray, split: str) -> np.ndarray:
+    """A single tree's or manifest's split: every fifth image of each class is the test split."""
+    rank = class_rank(labels)
+    return (rank % 5 == 4) if split == "test" else (rank % 5 != 4)
+
+
+class FileTree:
+    """A folder on a local disk, a shared file system or object storage (``s3://``, ``gs://``: any
+    URI pyarrow reads), listed through pyarrow's file systems."""
+
+    def __init__(self, root: str):
+        import pyarrow.fs as pafs
+
+        self.uri = "://" in root
+        try:
+            if self.uri:
+                self.fs, self.base = pafs.FileSystem.from_uri(root)
+            else:
+                self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
+            info = self.fs.get_file_info(self.base)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot reach data root {root}: {str(e).splitlines()[0]}") from None
+        if info.type == pafs.FileType.NotFound:
+            raise UserError(f"data root not found: {root}")
+        if info.type != pafs.FileType.Directory:
+            raise UserError(f"data root is not a folder: {root}")
+        self.root = root
+
+    def entries(self, rel: str = "") -> tuple[list[str], list[str]]:
+        """``(sub-folders, image files)`` of ``rel``, sorted by name."""
+        import pyarrow.fs as pafs
+
+        where = f"{self.base}/{rel}" if rel else self.base
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(where, allow_not_found=True))
+        except OSError as e:
+            raise UserError(f"cannot list {self.location(rel)}: {str(e).splitlines()[0]}") from None
+        dirs = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+        files = sorted(i.base_name for i in infos if i.type == pafs.FileType.File and _is_image(i.base_name))
+        return dirs, files
+
+    def location(self, rel: str) -> str:
+        """What :func:`~sslray.data.stream.read_bytes` reads: a local path or the full URI."""
+        if self.uri:
+            return f"{self.root.rstrip('/')}/{rel}" if rel else self.root
+        return f"{self.base}/{rel}" if rel else self.base
+
+
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in EXTENSIONS
+
+
+def _scan(tree: FileTree, sub: str) -> tuple[list[str], list[str], np.ndarray]:
+    dirs, files = tree.entries(sub)
+    prefix = f"{sub}/" if sub else ""
+    found = {d: tree.entries(prefix + d)[1] for d in dirs}
+    classes = [d for d in dirs if found[d]]
+    where = tree.location(sub)
+    if not classes:
+        if files:
+            raise UserError(f"wrong layout in {where}: images but no class folders (expected {where}/<class>/<image>)")
+        raise UserError(f"no class folders with images in {where} (expected {where}/<class>/<image>)")
+    locations, labels = [], []
+    for i, c in enumerate(classes):
+        locations += [tree.location(f"{prefix}{c}/{f}") for f in found[c]]
+        labels += [i] * len(found[c])
+    return classes, locations, np.asarray(labels, np.int64)
+
+
+def scan_imagefolder(root: str, split: str, limit: int | None) -> tuple[list[str], list[str], np.ndarray, str]:
+    """The classes, image locations and labels of one split of a class-folder tree (sorted: an
+    image's position is its stable index), limited class-balanced, and a key naming that selection."""
+    tree = FileTree(root)
+    top, loose = tree.entries()
+    if not top and not loose:
+        raise UserError(f"data root is empty: {root}")
+    sub = next((d for d in SPLIT_NAMES[split] if d in top), None)
+    single = None
+    if sub is None:
+        other = "test" if split == "train" else "train"
+        if any(d in top for d in SPLIT_NAMES[other]):
+            where = tree.location(SPLIT_NAMES[split][0])
+            raise UserError(f"no {split} split in {root} (expected {where}/<class>/<image>)")
+        sub, single = "", split
+    classes, files, labels = _scan(tree, sub)
+    if single is not None:  # single tree: every fifth image of each class is the test split
+        keep = holdout(labels, split)
+        files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
+    files, labels = limited(files, labels, limit)
+    return classes, files, labels, f"{tree.location(sub)}|{single}"
+
+
+def folder_catalogue(root: str, split: str, limit: int | None) -> Catalogue:
+    classes, files, labels, key = scan_imagefolder(root, split, limit)
+    return Catalogue(files, labels, classes, "imagefolder", split, f"{key}|{limit}")
+
+
+def _read_manifest(path: str):
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if path.lower().endswith(".parquet"):
+            return pq.read_table(path)
+        return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"path": "string", "label": "string", "split": "string"}))
+    except FileNotFoundError:
+        raise UserError(f"manifest not found: {path}") from None
+    except Exception as e:
+        raise UserError(f"unreadable manifest {path}: {str(e).splitlines()[0]}") from None
+
+
+def manifest_catalogue(path: str, split: str, limit: int | None) -> Catalogue:
+    """A manifest's split: rows whose ``split`` is this split (``val`` counts as test), or, without a
+    ``split`` column, the every-fifth hold-out. Relative paths are relative to the manifest's folder;
+    a label is a class name (classes sorted) or an integer. A missing local file is an error here."""
+    table = _read_manifest(path)
+    for col in ("path", "label"):
+        if col not in table.column_names:
+            raise UserError(f"manifest {path} has no {col!r} column (columns: {', '.join(table.column_names)})")
+    paths = [str(p) for p in table.column("path").to_pylist()]
+    raw = [str(v) for v in table.column("label").to_pylist()]
+    if not paths:
+        raise UserError(f"manifest {path} lists no images")
+    classes = sorted(set(raw), key=lambda v: (0, int(v)) if v.lstrip("-").isdigit() else (1, v))
+    lookup = {c: i for i, c in enumerate(classes)}
+    labels = np.array([lookup[v] for v in raw], np.int64)
+    if "split" in table.column_names:
+        names = [str(v).lower() for v in table.column("split").to_pylist()]
+        keep = np.array([n in SPLIT_NAMES[split] for n in names])
+        if not keep.any():
+            raise UserError(f"manifest {path} has no {split} rows (split column values: {', '.join(sorted(set(names)))})")
+    else:
+        keep = holdout(labels, split)
+    base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).expanduser().resolve().parent)
+    located = [p if ("://" in p or os.path.isabs(p)) else f"{base}/{p}" for p in paths]
+    locations, labels = limited([p for p, k in zip(located, keep) if k], labels[keep], limit)
+    local = [p for p in locations if "://" not in p]
+    missing = [p for p in local if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"manifest {path} names {len(missing)} missing file(s), e.g. {missing[0]}")
+    return Catalogue(locations, labels, classes, "manifest", split, f"{path}|{split}|{limit}")
+
+
+def catalogue(cfg, split: str) -> Catalogue:
+    """One split of the collection a DataConfig names (imagefolder or manifest), limited as asked."""
+    limit = cfg.limit if split == "train" else cfg.test_limit
+    if not cfg.root:
+        raise UserError(f"data {cfg.name!r} needs a root: --set data.root=PATH")
+    if cfg.name == "manifest":
+        return manifest_catalogue(cfg.root, split, limit)
+    return folder_catalogue(cfg.root, split, limit)

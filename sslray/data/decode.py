@@ -1,0 +1,144 @@
+"""Decode an encoded image and cut a method's views from it at full resolution (PIL), as the
+streaming source's Ray Data tasks do, one batch of rows at a time.
+
+Every random choice of an image's views (crop boxes) is drawn from a generator seeded by
+``(seed, epoch, index)``: a view is a pure function of those three, whatever the blocks, tasks,
+batches or ranks the image passes through, so a streamed epoch is reproducible and an image's
+crops differ from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+
+from .views import View, crop_box
+
+#: Pillow's guard against decompression bombs is set at this many pixels (a 12k x 12k photo)
+MAX_PIXELS = 150_000_000
+
+
+def read_bytes(path: str) -> bytes | None:
+    """A file's bytes (local or any pyarrow file system URI), or None if it cannot be read."""
+    try:
+        if "://" in path:
+            import pyarrow.fs as pafs
+
+            fs, rel = pafs.FileSystem.from_uri(path)
+            with fs.open_input_file(rel) as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except Exception:
+        return None
+
+
+def open_image(data: bytes):
+    """A lazily decoded PIL image (its header read); an image over :data:`MAX_PIXELS` pixels
+    (a decompression bomb, or a header that claims to be one) raises ``DecompressionBombError``."""
+    import warnings
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            return Image.open(io.BytesIO(data))
+        except Image.DecompressionBombWarning as e:
+            raise Image.DecompressionBombError(str(e)) from None
+
+
+def _jpeg_decoder():
+    """TorchCodec's JPEG decoder (libjpeg-turbo; it supersedes torchvision's, deprecated since
+    torchvision 0.29), else torchvision's, else None (PIL decodes)."""
+    try:
+        from torchcodec.decoders import decode_jpeg
+
+        return lambda data: decode_jpeg(data, mode="RGB")
+    except Exception:  # not installed, or built for another torch
+        pass
+    try:
+        import warnings
+
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities of TorchVision")
+        return lambda data: decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except Exception:
+        return None
+
+
+_DECODE_JPEG = None
+
+
+def _cut_jpeg(data: bytes, boxes, views: list[View]) -> list[np.ndarray] | None:
+    """libjpeg-turbo, then crop and antialiased resize on uint8 tensors: the fastest full-resolution
+    path measured here (about 1.4x PIL's at 224 px); None where no such decoder is installed."""
+    global _DECODE_JPEG
+    if _DECODE_JPEG is None:
+        _DECODE_JPEG = _jpeg_decoder() or (lambda data: None)
+    img = _DECODE_JPEG(data)
+    if img is None:
+        return None
+    from torchvision.transforms.v2.functional import resized_crop
+
+    return [resized_crop(img, top, left, h, w, [v.size, v.size], antialias=True).numpy()
+            for (left, top, w, h), v in zip(boxes, views)]
+
+
+def cut(data: bytes, views: list[View], rng: np.random.Generator) -> list[np.ndarray]:
+    """``(3, size, size)`` uint8 arrays, one per view (sizes resolved), from an encoded image."""
+    from PIL import Image
+
+    im = open_image(data)
+    width, height = im.size
+    boxes = [crop_box(width, height, v, rng) for v in views]
+    if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale (DCT) when every crop stays >= its size
+        k = min(min(w, h) / v.size for (_, _, w, h), v in zip(boxes, views))
+        reduce = next((r for r in (8, 4, 2) if k >= r), 1)
+        if reduce == 1 and im.mode in ("RGB", "L"):
+            fast = _cut_jpeg(data, boxes, views)
+            if fast is not None:
+                return fast
+        if reduce > 1:
+            im.draft("RGB", (math.ceil(width / reduce), math.ceil(height / reduce)))
+    im = im.convert("RGB")  # decodes: a truncated file raises here
+    sx, sy = im.size[0] / width, im.size[1] / height
+    out = []
+    for (left, top, w, h), v in zip(boxes, views):
+        box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+        out.append(np.asarray(im.resize((v.size, v.size), Image.BILINEAR, box=box), np.uint8).transpose(2, 0, 1))
+    return out
+
+
+def cut_batch(data: list[bytes | None], index: np.ndarray, views: list[View], seed: int, epoch: int,
+              errors: list[str] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """The views of a batch of encoded images: ``([uint8 (N, 3, S, S) per view], ok (N,))``.
+
+    An image that cannot be read or decoded (``None`` bytes, a truncated or foreign file, a
+    decompression bomb) is replaced by a copy of the batch's first readable image, so the batch
+    keeps its size (every rank must keep the same number of batches); ``ok`` marks it, and its
+    error goes to ``errors``."""
+    n = len(index)
+    out = [np.zeros((n, 3, v.size, v.size), np.uint8) for v in views]
+    ok = np.zeros(n, bool)
+    for i in range(n):
+        try:
+            if data[i] is None:
+                raise OSError("unreadable file")
+            rng = np.random.default_rng([seed, epoch, int(index[i])])
+            for arr, cut_view in zip(out, cut(data[i], views, rng)):
+                arr[i] = cut_view
+            ok[i] = True
+        except Exception as e:  # PIL raises many kinds; any failure is the image's, not the run's
+            if errors is not None:
+                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
+    good = np.flatnonzero(ok)
+    if len(good) and not ok.all():
+        for arr in out:
+            arr[~ok] = arr[good[0]]
+    return out, ok

@@ -1,0 +1,124 @@
+"""The data boundary: a *source* yields batches of a split, and nothing else in the package indexes a
+whole split.
+
+A :class:`Batch` holds the views of its images (uint8), their labels and their stable global
+indices (``0 .. N-1`` over the split, the same whatever the number of workers: what a memory bank
+keys on). Every source serves the same contract for an epoch ``e`` of a run with seed ``s``:
+
+- the order of the epoch depends only on ``(s, e)``;
+- the images of every global batch are split evenly over the ranks, so shards are disjoint,
+  every rank yields the same number of batches (DDP never waits on a short shard) and each image
+  is seen once per epoch (the last incomplete global batch is dropped);
+- the global batch means the same whatever the worker count.
+
+Two sources: :class:`MemorySource` (a split held as one tensor: the embedded data, CIFAR-sized
+folders) and :class:`~sslray.data.stream.StreamSource` (Ray Data, any size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .imageset import ImageSet
+from .views import View
+
+
+@dataclass
+class Batch:
+    views: list[torch.Tensor]  # uint8 (B, 3, S, S) each
+    labels: torch.Tensor  # int64 (B,)
+    index: torch.Tensor  # int64 (B,): stable global index of each image in its split
+    cut: bool = True  # False: ``views[0]`` holds the stored images, the views are still to be cut
+    corrupt: list[str] = field(default_factory=list)  # unreadable images replaced in this batch (paths)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of ``n`` images for epoch ``epoch`` of a run seeded ``seed``."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def steps_per_epoch(n: int, global_batch: int) -> int:
+    return max(1, n // global_batch)
+
+
+def rank_slices(order: torch.Tensor, global_batch: int, rank: int, world: int) -> Iterator[torch.Tensor]:
+    """This rank's slice of every full global batch of ``order`` (the last incomplete one dropped;
+    a split smaller than one batch yields it whole, once)."""
+    if global_batch % world:
+        raise ValueError(f"global batch {global_batch} does not split over {world} workers")
+    local = global_batch // world
+    for b in range(steps_per_epoch(len(order), global_batch)):
+        chunk = order[b * global_batch : (b + 1) * global_batch]
+        yield chunk[rank * local : (rank + 1) * local]
+
+
+class Source:
+    """What every source tells and serves (see the module docstring)."""
+
+    kind: str = ""
+    split: str = ""
+    classes: list[str]
+    image_size: int
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def steps(self, global_batch: int, world: int = 1) -> int:
+        """Batches per rank and epoch: the same on every rank."""
+        return steps_per_epoch(len(self), global_batch)
+
+    def epoch(self, epoch: int, global_batch: int, seed: int, rank: int = 0, world: int = 1,
+              views: Sequence[View] = ()) -> Iterator[Batch]:
+        raise NotImplementedError
+
+    def scan(self, batch_size: int, views: Sequence[View] = ()) -> Iterator[Batch]:
+        """Every image once, in index order, on this process (evaluation, ClusterFit's assignment)."""
+        raise NotImplementedError
+
+    def subset(self, n: int | None) -> ImageSet:
+        """The first ``n`` images (class-balanced) in memory, at ``image_size``: what the kNN
+        monitor, the invariance measures and probes on a stated subset use."""
+        raise NotImplementedError
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        return self.subset(5000).channel_stats()
+
+    def describe(self) -> dict:
+        return {"resolved.data.source": self.kind}
+
+
+class MemorySource(Source):
+    """A split held as one uint8 tensor; views are cut from its square images on the device."""
+
+    kind = "memory"
+
+    def __init__(self, data: ImageSet):
+        self.data = data
+        self.split, self.classes, self.image_size = data.split, data.classes, data.image_size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def epoch(self, epoch, global_batch, seed, rank=0, world=1, views=()):
+        for idx in rank_slices(epoch_order(len(self.data), seed, epoch), global_batch, rank, world):
+            yield Batch([self.data.images[idx]], self.data.labels[idx], idx, cut=False)
+
+    def subset(self, n):
+        return self.data.limit(n)
+
+    def channel_stats(self):
+        return self.data.channel_stats()
+
+    def scan(self, batch_size: int, views=()):
+        """Every image once, in index order (uncut: the caller cuts ``views``)."""
+        for start in range(0, len(self.data), batch_size):
+            idx = torch.arange(start, min(len(self.data), start + batch_size))
+            yield Batch([self.data.images[idx]], self.data.labels[idx], idx, cut=False)
