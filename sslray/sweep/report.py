@@ -20,7 +20,7 @@ from .study import STUDY_ARTIFACT, Study, param_name
 
 def study_runs(name: str, store: Store):
     """The newest study run of experiment ``name``, the study it ran (read back whole) and its trials."""
-    exp = store.find_experiment(name)
+    exp = store.experiment(name, create=False)
     if exp is None:
         raise UserError(f"no study {name!r} in the MLflow store {store.uri}")
     parents = store.runs(exp, "tags.`sslray.role` = 'study'", order_by=["start_time DESC"], max_results=1)

@@ -16,6 +16,11 @@ from typing import Any
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
+#: MLflow 3's record of what an experiment is for: ``custom_model_development`` ("Machine learning"
+#: in the UI) or ``genai_development``. MLflow 3.17's UI picks an experiment's landing page from its
+#: sidebar switch instead; the tag still says what the runs are.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
 
 def tracking_uri(uri: str | None = None) -> str:
     """The store URI (``uri``, else ``$MLFLOW_TRACKING_URI``, else the default), with a relative
@@ -46,23 +51,25 @@ class Store:
         self.client = MlflowClient(self.uri)
 
     # ---------------------------------------------------------------- experiments
-    def find_experiment(self, name: str) -> str | None:
+    def experiment(self, name: str, create: bool = True) -> str | None:
+        """The id of experiment ``name``, marked as a training experiment (:data:`KIND_TAG`) if it
+        has no kind yet; if new, created with the mark and its artifacts beside a SQLite store
+        (``create=False``: None instead)."""
         exp = self.client.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else None
-
-    def experiment(self, name: str) -> str:
-        """The id of experiment ``name``, created (artifacts beside a SQLite store) if new."""
-        found = self.find_experiment(name)
-        if found is not None:
-            return found
+        if exp is not None:
+            if KIND_TAG not in exp.tags:  # made by an older sslray, or by hand: mark it now
+                self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, TRAINING_KIND)
+            return exp.experiment_id
+        if not create:
+            return None
         artifacts = None
         if self.uri.startswith("sqlite:///"):  # keep artifacts beside the database, wherever it is
             db = Path(self.uri[len("sqlite:///"):]).expanduser().resolve()
             artifacts = (db.parent / "mlartifacts").as_uri()
         try:
-            return self.client.create_experiment(name, artifact_location=artifacts)
+            return self.client.create_experiment(name, artifact_location=artifacts, tags={KIND_TAG: TRAINING_KIND})
         except Exception:  # created concurrently by another process
-            return self.find_experiment(name)
+            return self.experiment(name, create=False)
 
     # ---------------------------------------------------------------- runs
     def create_run(self, experiment: str, run_name: str | None = None, tags: dict | None = None) -> str:
