@@ -232,17 +232,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def ui_argv(exe: str, host: str, port: int) -> list[str]:
+    """The command ``sslray ui`` runs: MLflow's own UI over sslray's tracking store."""
+    from .tracking import tracking_uri
+
+    return [exe, "ui", "--backend-store-uri", tracking_uri(), "--host", host, "--port", str(port)]
+
+
 def cmd_ui(args) -> int:
     import shutil
 
-    from .tracking import tracking_uri
+    from .tracking import Store, tracking_uri
+    from .tracking.ui import has_store, newest_runs, server_url
 
     exe = shutil.which("mlflow")
     if exe is None:
         raise UserError("the mlflow command is not on PATH; reinstall with `pip install -e .`")
-    cmd = [exe, "ui", "--backend-store-uri", tracking_uri(), "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port}  (store {tracking_uri()})", flush=True)
-    os.execv(exe, cmd)
+    base, uri = server_url(args.host, args.port), tracking_uri()
+    print(f"MLflow UI on {base}  (store {uri})")
+    newest = newest_runs(Store(uri), base) if has_store(uri) else None
+    if newest:
+        what, url = newest
+        print(f"newest {what}: {url}")
+    print('from the home page: pick "Model training" in the sidebar switch, then open an experiment', flush=True)
+    os.execv(exe, ui_argv(exe, args.host, args.port))
     return 0  # pragma: no cover
 
 

@@ -114,7 +114,11 @@ def tiny_sweep(tmp_path_factory):
 
 
 def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_sweep, monkeypatch, capsys, mlflow_runs):
+    from sslray.tracking.store import KIND_TAG, TRAINING_KIND
+    from sslray.tracking.ui import compare_url, runs_url
+
     monkeypatch.chdir(tiny_sweep)
+    monkeypatch.delenv("SSLRAY_UI_URL", raising=False)
     c, runs = mlflow_runs("lr")
     parents = [r for r in runs if r.data.tags.get("sslray.role") == "study"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
@@ -140,6 +144,14 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
         assert (Path("reports/lr") / fig).read_bytes()[:4] == b"\x89PNG"
     assert {a.path for a in c.list_artifacts(p.info.run_id, "report")} == {"report/metric_vs_swept.png",
                                                                           "report/per_layer_best.png"}
+    # the study's experiment is marked as training (MLflow's kind tag); report prints where to look
+    exp = p.info.experiment_id
+    assert c.get_experiment(exp).tags[KIND_TAG] == TRAINING_KIND
+    ui = "http://127.0.0.1:5000"
+    assert f"MLflow runs: {runs_url(ui, exp, 'lr', 'max transfer/res3/top1')}\n" in out
+    compare = next(line for line in out.splitlines() if line.startswith("MLflow compare: "))
+    ids = [r.info.run_id for r in children]
+    assert compare.removeprefix("MLflow compare: ") in (compare_url(ui, ids, [exp]), compare_url(ui, ids[::-1], [exp]))
 
 
 def test_report_labels_every_stop_reason():

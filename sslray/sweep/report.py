@@ -3,7 +3,8 @@
 Prints a table (one row per trial: method, swept values, stop reason, objective, top-1 per layer)
 and the best configuration; draws the metric against the swept variable (one line per layer) and
 the per-layer curve of each method's best trial; saves the figures under ``reports/<study>/`` and
-as artifacts of the study's parent run.
+as artifacts of the study's parent run; prints the MLflow UI's addresses of the study's runs table
+and of its compare view.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .. import LAYERS
 from ..errors import UserError
 from ..eval.table import layer_table
 from ..tracking import Store
+from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .study import STUDY_ARTIFACT, Study, param_name
 
@@ -44,6 +46,7 @@ def _num(v):
 
 def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     store = Store(uri)
+    base = ui_url(store.uri)  # a bad $SSLRAY_UI_URL fails here, before any work
     parent, study, children = study_runs(name, store)
     mode, metric = study.objective.mode, study.objective.metric
     swept = [param_name(k) for k in study.space.params]
@@ -86,7 +89,13 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         store.log_artifact(parent.info.run_id, f, "report")
     for f in figures:
         print(f"figure: {f}")
-    return {"best": best, "rows": rows, "figures": [str(f) for f in figures]}
+    exp = parent.info.experiment_id
+    urls = {"runs": runs_url(base, exp, name, f"{mode} {metric}")}
+    if children:
+        urls["compare"] = compare_url(base, [r.info.run_id for r in children], [exp])
+    for what, url in urls.items():
+        print(f"MLflow {what}: {url}")
+    return {"best": best, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
 
 
 def _group(r: dict, x_key: str | None) -> str:

@@ -18,7 +18,7 @@ DEFAULT_URI = "sqlite:///mlflow.db"
 
 #: MLflow 3's record of what an experiment is for: ``custom_model_development`` ("Machine learning"
 #: in the UI) or ``genai_development``. MLflow 3.17's UI picks an experiment's landing page from its
-#: sidebar switch instead; the tag still says what the runs are.
+#: sidebar switch instead (see :mod:`sslray.tracking.ui`); the tag still says what the runs are.
 KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
@@ -71,6 +71,10 @@ class Store:
         except Exception:  # created concurrently by another process
             return self.experiment(name, create=False)
 
+    def experiments(self) -> list:
+        """Every active experiment, newest first."""
+        return list(self.client.search_experiments(order_by=["creation_time DESC"]))
+
     # ---------------------------------------------------------------- runs
     def create_run(self, experiment: str, run_name: str | None = None, tags: dict | None = None) -> str:
         tags = {k: str(v) for k, v in (tags or {}).items()}
@@ -86,10 +90,10 @@ class Store:
         except Exception:
             return False
 
-    def runs(self, experiment_id: str, where: str = "", order_by: list[str] | None = None,
+    def runs(self, experiment_id: str | list[str], where: str = "", order_by: list[str] | None = None,
              max_results: int = 5000) -> list:
-        return list(self.client.search_runs([experiment_id], filter_string=where, order_by=order_by,
-                                            max_results=max_results))
+        ids = [experiment_id] if isinstance(experiment_id, str) else list(experiment_id)
+        return list(self.client.search_runs(ids, filter_string=where, order_by=order_by, max_results=max_results))
 
     def children(self, experiment_id: str, parent_id: str) -> list:
         return self.runs(experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
