@@ -225,62 +225,101 @@ def test_resume_after_the_driver_dies_finishes_only_missing_trials(tmp_path, mlf
         assert len(c.get_metric_history(run_id, "train/loss")) == 2
 
 
-def test_mlflow_compare_view_shows_the_per_layer_metrics_of_a_study(tiny_sweep, monkeypatch, mlflow_runs, tmp_path):
-    """Headless Chromium opens MLflow's compare view of the study's child runs (installed by .ci/run)."""
+def test_a_user_walks_from_the_mlflow_home_page_to_the_per_layer_metrics_of_a_study(tiny_sweep, monkeypatch, mlflow_runs,
+                                                                                     tmp_path, capsys):
+    """README's path in headless Chromium: the server `sslray ui` starts, its home page, the study's
+    experiment by name (on its runs table, not the GenAI overview), the trial rows, tick them,
+    *Compare*, every layer's metric; then the addresses `sslray report` prints, each trial's
+    per-layer figure and the study's figures as artifacts. A failed step leaves its screenshot and
+    page source in test-artifacts/mlflow-ui/; SSLRAY_DOCS_SHOTS=1 also writes docs/mlflow_compare.png."""
     import json
-    import shutil
-    import socket
-    import urllib.request
+    from urllib.parse import parse_qs, unquote, urlsplit
 
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.support.ui import WebDriverWait
+    from _browser import Browser, chromium_or_skip, free_port, mlflow_ui
 
+    chromium, chromedriver = chromium_or_skip()
     monkeypatch.chdir(tiny_sweep)
-    c, runs = mlflow_runs("lr")
-    children = [r for r in runs if r.data.tags.get("sslray.role") == "trial"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    from sslray.tracking import tracking_uri
+    _, runs = mlflow_runs("lr")
+    parent = next(r for r in runs if r.data.tags.get("sslray.role") == "study")
+    trials = sorted(r.info.run_name for r in runs if r.data.tags.get("sslray.role") == "trial")
+    assert len(trials) == 2 and all(t.startswith("trial-") for t in trials) and parent.info.run_name == "study-lr"
+    port = free_port()
+    monkeypatch.setenv("SSLRAY_UI_URL", f"http://127.0.0.1:{port}")
+    assert main(["report", "lr", "--out", str(tmp_path / "reports")]) == 0  # its figures go to the study run
+    printed = dict(line.removeprefix("MLflow ").split(": ", 1) for line in capsys.readouterr().out.splitlines()
+                   if line.startswith("MLflow "))  # {"runs": address, "compare": address}
 
-    ui = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(),
-                           "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
-    driver = None
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                    "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--window-size=1600,2000", f"--user-data-dir={tmp_path / 'chrome'}"):
-            opts.add_argument(arg)
-        driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=chromedriver))
-        ids = json.dumps([r.info.run_id for r in children])
-        exp = json.dumps([children[0].info.experiment_id])
-        driver.get(f"http://127.0.0.1:{port}/#/compare-runs?runs={ids}&experiments={exp}")
-        WebDriverWait(driver, 90).until(lambda d: "transfer/res5/top1" in d.page_source)
-        page = driver.page_source
-        driver.save_screenshot(str(tmp_path / "compare.png"))
-        for layer in LAYERS:
-            assert f"transfer/{layer}/top1" in page and f"knn/{layer}/top1" in page
-        assert all(r.info.run_id in page or r.info.run_name in page for r in children)
-    finally:
-        if driver:
-            driver.quit()
-        os.killpg(ui.pid, signal.SIGTERM)
-        ui.wait(30)
+    def run_ids(url: str) -> set[str]:
+        return set(json.loads(unquote(parse_qs(urlsplit(url).fragment.partition("?")[2])["runs"][0])))
+
+    def row(name: str) -> str:  # the runs table's row of a run, by its name
+        return f"//div[@role='row'][.//a[normalize-space()='{name}']]"
+
+    with mlflow_ui(port, tmp_path / "mlflow-ui.log") as home:
+        b = Browser(chromium, chromedriver, tmp_path / "chrome", ROOT / "test-artifacts" / "mlflow-ui")
+        try:
+            with b.step("home"):
+                b.driver.get(home + "/")
+                b.find("//a[normalize-space()='lr']", "the experiment 'lr' listed on the home page")
+                for close in b.driver.find_elements("xpath", "//button[@data-component-id='mlflow.assistant.chat_panel.close']"):
+                    close.click()  # the assistant panel opens itself on a first visit; a user closes it
+            with b.step("model training"):  # MLflow 3.17 opens experiments on the switch's side: GenAI unless told
+                b.click("//div[@role='button'][normalize-space()='Model training']", "the sidebar's workflow switch")
+            with b.step("experiment"):
+                b.click("//a[normalize-space()='lr']", "the experiment 'lr'")
+                b.wait(lambda d: "/runs" in d.current_url or "/overview" in d.current_url, "the experiment's page")
+                assert "/overview" not in b.driver.current_url, "the study opened on MLflow's GenAI overview"
+                b.find(row("study-lr"), "the study's run in the runs table")
+                page = b.text()
+                assert not any(genai in page for genai in ("Token Usage", "Detect Issues")), "GenAI panels shown"
+            with b.step("trials"):  # a study's trials are nested under its run, which a user expands
+                b.click(row("study-lr") + "//div[@col-id='attributes.`Run Name`']//button", "the study run's expander")
+                for t in trials:
+                    b.find(row(t), f"the trial row {t}")
+            with b.step("select"):
+                for t in trials:
+                    b.click(row(t) + "//div[contains(@class, 'ag-selection-checkbox')]//input", f"the checkbox of {t}",
+                            shown=False)  # ag-grid draws its own box over the (transparent) input
+                b.wait(lambda d: d.find_element("css selector", "[data-testid='runs-compare-button']").is_enabled(),
+                       "the Compare button")
+            with b.step("compare"):
+                b.driver.find_element("css selector", "[data-testid='runs-compare-button']").click()
+                b.wait(lambda d: "/compare-runs" in d.current_url, "the compare view")
+                assert run_ids(b.driver.current_url) == run_ids(printed["compare"]), "not the trials `report` prints"
+                metrics = "//a[contains(normalize-space(), '/top1')]"  # labels of the Metrics table's rows
+                for layer in LAYERS:  # the Metrics table scrolls in its own box: down to each layer's row
+                    row_label = f"//a[normalize-space()='transfer/{layer}/top1']"
+                    b.wheel_to(row_label, metrics, f"the row transfer/{layer}/top1")
+                    b.find(row_label, f"transfer/{layer}/top1 on screen", timeout=10)
+                b.driver.save_screenshot(str(tmp_path / "compare.png"))
+                if os.environ.get("SSLRAY_DOCS_SHOTS"):  # README's picture, made here: a small palette PNG
+                    from PIL import Image
+
+                    Image.open(tmp_path / "compare.png").convert("P", palette=Image.ADAPTIVE, colors=64).save(
+                        ROOT / "docs" / "mlflow_compare.png", optimize=True)
+            with b.step("printed runs address"):  # `sslray report`'s address: the study's runs, flat, best first
+                b.driver.get(printed["runs"])
+                for name in [*trials, "study-lr"]:
+                    b.find(row(name), f"the row {name} without expanding anything")
+                assert "/overview" not in b.driver.current_url and "Token Usage" not in b.text()
+            with b.step("trial figure"):
+                b.click(f"//a[normalize-space()='{trials[0]}']", f"the run {trials[0]}")
+                b.click("//button[@role='tab'][normalize-space()='Artifacts']", "the run's Artifacts tab")
+                b.click("//*[normalize-space(text())='plots']", "the folder plots")
+                b.click("//*[normalize-space(text())='per_layer.png']", "plots/per_layer.png")
+                b.find("//*[contains(text(), 'plots/per_layer.png')]", "the preview of plots/per_layer.png")
+                b.wait(lambda d: b.image_shown(), "the per-layer figure drawn")
+            with b.step("study figures"):
+                b.driver.get(printed["runs"])
+                b.click("//a[normalize-space()='study-lr']", "the study run")
+                b.click("//button[@role='tab'][normalize-space()='Artifacts']", "the study run's Artifacts tab")
+                b.click("//*[normalize-space(text())='report']", "the folder report")
+                for fig in ("metric_vs_swept.png", "per_layer_best.png"):
+                    b.click(f"//*[normalize-space(text())='{fig}']", f"report/{fig}")
+                    b.find(f"//*[contains(text(), 'report/{fig}')]", f"the preview of report/{fig}")
+                    b.wait(lambda d: b.image_shown(), f"report/{fig} drawn")
+        finally:
+            b.quit()
 
 
 def test_asha_on_the_knn_monitor_stops_trials_before_their_evaluation(tmp_path, mlflow_runs):
