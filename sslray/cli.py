@@ -98,10 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
         bp.set_defaults(func=cmd_bench)
 
     u = sub.add_parser("ui", help="start the MLflow UI on 127.0.0.1 over sslray's tracking store")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_port, default=5000, help="1-65535 (5000)")
     u.add_argument("--host", default="127.0.0.1", help="keep 127.0.0.1 unless you know why (no auth)")
     u.set_defaults(func=cmd_ui)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1-65535")
+    return port
 
 
 def _overrides(args) -> dict:
@@ -123,7 +133,7 @@ def _overrides(args) -> dict:
 def cmd_train(args) -> int:
     from .tracking import RunDir
     from .train.build import build_config, build_run
-    from .train.run import run
+    from .train.run import preflight, run
 
     overrides = _overrides(args)
     base, run_dir = None, None
@@ -139,10 +149,27 @@ def cmd_train(args) -> int:
     method = args.method or (base and base["method"])
     if not method:
         raise UserError("train: --method is required (see `sslray methods`)")
-    built = build_run(build_config(method, overrides, base))
-    result = run(built, resume=run_dir, progress=not args.quiet)
+    cfg = build_config(method, overrides, base)
+    data_cpus = cfg.data.cpus_per_worker if cfg.data.source == "stream" else 0.0
+    preflight(cfg, run_dir, None, data_cpus)  # before any data is read or decoded
+    try:
+        result = run(build_run(cfg), resume=run_dir, progress=not args.quiet)
+    finally:
+        _stop_ray()
     print(f"run {result.run_id}  folder {result.run_dir}")
     return 0
+
+
+def _stop_ray() -> None:
+    """Shut down the Ray this process started or joined, before the interpreter exits: left to
+    exit, Ray's placement-group cleaner prints internal time-outs after a successful run."""
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def cmd_eval(args) -> int:
@@ -272,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
         return 130
+    except FloatingPointError as e:  # a diverged run: recorded FAILED in MLflow; the message says where
+        print(f"sslray: the run diverged: {str(e).splitlines()[0]} (recorded as FAILED)", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `sslray compare ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import LAYERS
 from .errors import UserError
-from .eval.table import layer_table, pct
+from .table import layer_table, pct
 from .tracking import RunDir
 
 

@@ -8,6 +8,7 @@ method's settings by :func:`sslray.train.build.build_config`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -19,15 +20,17 @@ from .errors import UserError
 Layer = Literal["conv1", "res2", "res3", "res4", "res5"]
 
 
+#: the largest image side a run may ask for (a 4096-px view is already 48 MB per image as uint8)
+MAX_IMAGE_SIZE = 4096
 #: transforms the evaluation can measure invariance to (see :mod:`sslray.eval.invariance`)
 TRANSFORMS = ("identity", "rotation", "jigsaw", "color", "crop")
 
 
 class Strict(BaseModel):
     """The one base of every typed config block, method settings and study file: unknown keys are
-    errors, values are checked on assignment too."""
+    errors, values are checked on assignment too, and no float may be infinite or NaN."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -49,11 +52,21 @@ class DataConfig(Strict):
     download: bool = Field(False, description="cifar10 only: download if missing")
     seed: int = Field(0, description="synthetic only: generator seed")
 
+    @field_validator("root")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        """A local root made absolute where the run is configured: Ray workers run in other folders."""
+        if v and "://" not in v and Path(v).expanduser().exists():
+            return str(Path(v).expanduser().resolve())
+        return v
+
     @field_validator("image_size")
     @classmethod
     def _min_size(cls, v: int) -> int:
         if v < 16:
             raise ValueError("must be at least 16 pixels")
+        if v > MAX_IMAGE_SIZE:
+            raise ValueError(f"must be at most {MAX_IMAGE_SIZE} pixels")
         return v
 
 

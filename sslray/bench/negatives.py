@@ -3,8 +3,6 @@ over one with the smallest K."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import UserError
 from ._timing import add_common, bench_config, csv, finish, interleaved, median, positive, random_images, time_fit
 
@@ -36,16 +34,6 @@ def run(args) -> dict:
                            args.warmup, args.reps, args.seed, args.json)
 
 
-def available_bytes() -> int:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 1 << 62
-
-
 def negatives_bytes(batch: int, k: int, dim: int) -> int:
     """Peak memory of K bank negatives per step, about twice the gathered ``(B, K, D)`` float32
     tensor (measured: 3.5 GB peak RSS for pirl at B=128, K=32,000) plus the int64 sample indices."""
@@ -60,13 +48,14 @@ def bench_negatives(methods=("pirl", "npid"), ks=(1, 4096, 32000, 65536), batch:
     import torch
 
     from ..data import MemorySource
+    from ..data.imageset import available_memory
     from ..train.build import build_method
 
     ks = sorted(set(ks))
     n_steps = batch * (warmup + steps)
     data = random_images(max(max(ks) + 1, n_steps), seed=seed)
     notes, runnable = [], []
-    budget = available_bytes() // 2
+    budget = (available_memory() or 1 << 62) // 2
     for k in ks:
         need = negatives_bytes(batch, k, 128)
         if need > budget:
@@ -82,7 +71,7 @@ def bench_negatives(methods=("pirl", "npid"), ks=(1, 4096, 32000, 65536), batch:
         models = {k: build_method(cfgs[k], MemorySource(data)) for k in runnable}
         # the bank holds every image; the timed steps read only the first batches
         first = data.subset(torch.arange(n_steps))
-        jobs = [lambda k=k: time_fit(cfgs[k], models[k], first, warmup) for k in runnable]
+        jobs = [lambda k=k, m=models: time_fit(cfgs[k], m[k], first, warmup) for k in runnable]
         runs = interleaved(reps, *jobs)
         base = runnable[0]
         for j, k in enumerate(runnable):

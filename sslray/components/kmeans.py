@@ -31,7 +31,7 @@ class KMeansResult:
 def spherical_kmeans(features: torch.Tensor, k: int, seed: int = 0, iterations: int = 20) -> KMeansResult:
     """Cluster the L2-normalised rows of ``features`` ``(N, D)`` into ``k`` clusters (faiss,
     cosine assignment, centroids renormalised after every iteration)."""
-    import faiss
+    from .faiss import faiss
 
     x = torch.nn.functional.normalize(features.float(), dim=1).numpy().astype(np.float32)
     n, d = x.shape

@@ -10,6 +10,7 @@ distance both move transfer performance.
 from __future__ import annotations
 
 import itertools
+import os
 import math
 from functools import lru_cache
 
@@ -78,7 +79,7 @@ def hamming_permutations(size: int, n_tiles: int = 9, seed: int = 0, cache: bool
         sum_d += d
     perms = cands[chosen]
     if path is not None:
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # concurrent runs: a file each
         np.save(tmp, perms)
         tmp.replace(path)
     return perms

@@ -17,7 +17,7 @@ import torch
 from ..errors import UserError
 from . import synthetic
 from .cache import save_npz, cache_dir, fingerprint
-from .imageset import ImageSet, balanced_first, class_rank
+from .imageset import ImageSet, balanced_first, check_memory, class_rank
 from .source import Batch, MemorySource, Source
 
 SYNTHETIC_SIZES = {"train": 10_000, "test": 2_000}
@@ -30,6 +30,7 @@ def load_synthetic(split: str, seed: int, size: int, n: int) -> ImageSet:
         images, labels = z["images"], z["labels"]
         factors = {k: z[f"factor_{k}"] for k in synthetic.FACTORS}
     else:
+        check_memory(n, size, f"synthetic {split} data")
         images, labels, factors = synthetic.generate(n, seed, split, size)
         save_npz(path, images=images, labels=labels, **{f"factor_{k}": v for k, v in factors.items()})
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), list(synthetic.CLASSES),

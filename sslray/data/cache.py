@@ -18,7 +18,8 @@ def cache_dir() -> Path:
 
 
 def save_npz(path: Path, **arrays) -> None:
-    tmp = path.with_suffix(".tmp.npz")
+    # a name of this process's own: two runs caching the same data at once each write their whole file
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
 

@@ -35,6 +35,21 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def stamp(self) -> str:
+        """A digest of every local file's size and modification time: it changes when any image is
+        replaced, added or removed (a cache of the decoded split must then be rebuilt)."""
+        import hashlib
+
+        h = hashlib.sha1(self.key.encode())
+        for loc in self.locations:
+            if "://" not in loc:
+                try:
+                    st = os.stat(loc)
+                    h.update(f"{loc}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                except OSError:
+                    h.update(f"{loc}|missing\n".encode())
+        return h.hexdigest()[:16]
+
 
 def limited(locations: list[str], labels: np.ndarray, limit: int | None) -> tuple[list[str], np.ndarray]:
     if limit is not None and limit < len(locations):

@@ -64,10 +64,11 @@ def _jpeg_decoder():
         import warnings
 
         import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_jpeg as tv_decode_jpeg
 
         warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities of TorchVision")
-        return lambda data: decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return lambda data: tv_decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except Exception:
         return None
 

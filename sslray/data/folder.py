@@ -14,7 +14,7 @@ from ..progress import bar
 from .cache import cache_dir, fingerprint, save_npz
 from .catalogue import FileTree, folder_catalogue
 from .decode import MAX_PIXELS
-from .imageset import ImageSet
+from .imageset import ImageSet, check_memory
 
 
 def _decode(path: str, size: int) -> np.ndarray:
@@ -44,11 +44,12 @@ def _decode(path: str, size: int) -> np.ndarray:
 
 def decode_catalogue(cat, size: int) -> ImageSet:
     """Every image of a catalogue decoded once (resized, centre-cropped) into memory, cached."""
-    key = fingerprint(cat.key, size, len(cat), cat.locations[0], cat.locations[-1])
+    key = fingerprint(cat.stamp(), size, len(cat))
     path = cache_dir() / f"folder-{key}.npz"
     if path.exists():
         images = np.load(path)["images"]
     else:
+        check_memory(len(cat), size, f"{cat.name} {cat.split} split")
         images = np.empty((len(cat), 3, size, size), np.uint8)
         for i, f in enumerate(bar(cat.locations, min_items=2000, desc=f"decode {cat.name}/{cat.split}", unit="img")):
             images[i] = _decode(f, size)

@@ -103,6 +103,14 @@ class ShardSource(Source):
     def scan(self, batch_size, views=()):
         return self._read(self.shards, views or [CENTRE.at(self.image_size)], 0, 0, batch_size, shuffle=None)
 
+    def scan_first(self, n):
+        got = 0
+        for b in self.scan(256):
+            yield b
+            got += len(b.index)
+            if got >= n:
+                return
+
     def subset(self, n):
         """The first ``n`` images of the shards in file order (the shards mix the classes)."""
         images, labels = [], []

@@ -88,8 +88,15 @@ class Source:
         monitor, the invariance measures and probes on a stated subset use."""
         raise NotImplementedError
 
-    def channel_stats(self) -> tuple[list[float], list[float]]:
-        return self.subset(5000).channel_stats()
+    def channel_stats(self, n: int = 5000) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the first ``n`` images (class-balanced), never held together."""
+        from .imageset import channel_moments
+
+        return channel_moments(b.views[0] for b in self.scan_first(n))
+
+    def scan_first(self, n: int):
+        """Batches of the centre views of the first ``n`` images (class-balanced)."""
+        raise NotImplementedError
 
     def describe(self) -> dict:
         return {"resolved.data.source": self.kind}
@@ -114,8 +121,8 @@ class MemorySource(Source):
     def subset(self, n):
         return self.data.limit(n)
 
-    def channel_stats(self):
-        return self.data.channel_stats()
+    def channel_stats(self, n: int = 5000):
+        return self.data.channel_stats(n)
 
     def scan(self, batch_size: int, views=()):
         """Every image once, in index order (uncut: the caller cuts ``views``)."""

@@ -131,3 +131,7 @@ class StreamSource(Source):
     def subset(self, n):
         n = len(self) if n is None else min(n, len(self))
         return self.rows(balanced_first(self.catalogue.labels, n))
+
+    def scan_first(self, n):
+        rows = balanced_first(self.catalogue.labels, min(n, len(self)))
+        return self._pipeline(rows, [CENTRE.at(self.image_size)], 0, 0, 256)

@@ -169,7 +169,9 @@ def write_folder(root, n_train: int, n_test: int, sizes: tuple[int, int] = (48, 
 
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("test", n_test)):
-        images, labels, _ = generate(n, seed, split, max(sizes))
+        # rendered at up to 128 px, then resized to each image's own size: the files' sizes (what a
+        # decoder pays for) are right; rendering 500-px shapes would take minutes
+        images, labels, _ = generate(n, seed, split, min(max(sizes), 128))
         for c in CLASSES:
             (Path(root) / split / c).mkdir(parents=True, exist_ok=True)
         for i, (img, label) in enumerate(zip(images, labels)):

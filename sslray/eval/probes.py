@@ -54,7 +54,7 @@ def knn_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
              num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
     """Weighted kNN on cosine similarity (Wu et al. 2018, eq. 9): each of the k nearest training
     features votes for its class with weight exp(s / temperature)."""
-    import faiss
+    from ..components.faiss import faiss
 
     xtr = np.ascontiguousarray(train_x.float().numpy())
     xte = np.ascontiguousarray(test_x.float().numpy())

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from .. import LAYERS
 from ..errors import UserError
-from ..eval.table import layer_table
-from ..tracking import Store
+from ..table import layer_table
+from ..tracking import Store, store_exists, tracking_uri, writable
 from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .study import STUDY_ARTIFACT, Study, param_name
@@ -45,9 +45,13 @@ def _num(v):
 
 
 def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
+    base = ui_url(tracking_uri(uri))  # a bad $SSLRAY_UI_URL fails here, before any work
+    if not store_exists(uri):
+        raise UserError(f"no study {name!r}: there is no MLflow store at {tracking_uri(uri)} (run `sslray sweep` here first)")
     store = Store(uri)
-    base = ui_url(store.uri)  # a bad $SSLRAY_UI_URL fails here, before any work
     parent, study, children = study_runs(name, store)
+    if not writable(Path(out_dir) / name):
+        raise UserError(f"report: cannot write the figures to {Path(out_dir) / name} (permissions)")
     mode, metric = study.objective.mode, study.objective.metric
     swept = [param_name(k) for k in study.space.params]
     x_key = param_name(study.report.x) if study.report.x else None

@@ -232,29 +232,45 @@ def applies(dist: Dist, sampled: dict[str, Any]) -> bool:
     return all(sampled.get(k) in vals for k, vals in (dist.when or {}).items())
 
 
+def trial_points(study: Study, method: str):
+    """Points that together give every value of every parameter (ranges: their grid points, ends
+    included) a trial of ``method``: the first values, then each value of each parameter in turn,
+    with the parameters its ``when`` names set so that it applies."""
+    params = study.space.params
+    first: dict[str, Any] = {"method": method}
+    for name, d in params.items():
+        if applies(d, first):
+            first[name] = d.values[0]
+    yield first
+    for name, d in params.items():
+        point = dict(first)
+        for key, allowed in (d.when or {}).items():
+            if key != "method":
+                point[key] = allowed[0]
+        if not applies(d, point):
+            continue  # conditioned on another method
+        for value in d.grid_points():
+            trial = {**point, name: value}
+            yield {k: v for k, v in trial.items() if k == "method" or applies(params[k], trial)}
+
+
 def validate_trials(study: Study, path: Path) -> None:
-    """Build one config per method from the space's first values: unknown methods, keys or values
-    fail here, naming the file and the key, before Ray or MLflow are touched."""
+    """Build a config for every value of every parameter, per method: unknown methods, keys or values
+    fail here, naming the file, the key and the value, before Ray or MLflow are touched."""
     from ..methods import get_method
     from ..train.build import build_config
 
     for method in study.methods:
         try:
-            get_method(method)
+            cls = get_method(method)
         except UserError as e:
             raise UserError(f"{path}: methods: {e}") from None
-        sampled: dict[str, Any] = {"method": method}
-        for name, d in study.space.params.items():
-            if applies(d, sampled):
-                sampled[name] = d.values[0]
-        for name in list(sampled):
-            if name == "method":
-                continue
-            cls = get_method(method)
-            if "." not in name and name not in cls.Settings.model_fields:
-                raise UserError(f"{path}: params.{name}: not a setting of method {method!r} "
-                                f"(add `when: {{method: [...]}}` if it only applies to some methods)")
-        try:
-            build_config(method, trial_overrides(study, sampled))
-        except UserError as e:
-            raise UserError(f"{path}: {e}") from None
+        for point in trial_points(study, method):
+            for name in point:
+                if name != "method" and "." not in name and name not in cls.Settings.model_fields:
+                    raise UserError(f"{path}: params.{name}: not a setting of method {method!r} "
+                                    f"(add `when: {{method: [...]}}` if it only applies to some methods)")
+            try:
+                build_config(method, trial_overrides(study, point))
+            except UserError as e:
+                raise UserError(f"{path}: {e}") from None

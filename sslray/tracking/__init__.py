@@ -1,7 +1,7 @@
 """What a run leaves behind: its MLflow records (:class:`Store`, :class:`Tracker`) and its folder
 (:class:`RunDir`)."""
 
-from .rundir import RunDir, load_torch, save_torch
-from .store import DEFAULT_URI, Store, Tracker, tracking_uri
+from .rundir import RunDir, load_torch, save_torch, writable
+from .store import DEFAULT_URI, Store, Tracker, store_exists, tracking_uri
 
-__all__ = ["DEFAULT_URI", "RunDir", "Store", "Tracker", "load_torch", "save_torch", "tracking_uri"]
+__all__ = ["DEFAULT_URI", "RunDir", "Store", "Tracker", "load_torch", "save_torch", "store_exists", "tracking_uri", "writable"]

@@ -33,7 +33,7 @@ def save_torch(path: str | Path, state: Any) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
@@ -51,8 +51,25 @@ def load_torch(path: str | Path, what: str = "file", map_location="cpu") -> Any:
         raise UserError(f"unreadable {what} {path}: {type(e).__name__}") from None
 
 
+def writable(path: Path) -> bool:
+    """Whether ``path`` can be written, or created: a file can be made in its deepest existing
+    ancestor (tried, with a temporary file removed at once: permission bits do not stop root)."""
+    import tempfile
+
+    path = Path(path).expanduser().absolute()
+    while not path.exists():
+        path = path.parent
+    if not path.is_dir():
+        return False
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            return True
+    except OSError:
+        return False
+
+
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ..errors import UserError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -33,8 +36,36 @@ def tracking_uri(uri: str | None = None) -> str:
     return uri
 
 
+@contextmanager
+def _creation_lock(uri: str):
+    """For a SQLite store, an exclusive lock (a file in the temp folder, named after the database)
+    while the store is opened: MLflow creates and migrates a new database on first use, and a second
+    process doing the same at that moment fails."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    name = hashlib.sha1(uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"sslray-mlflow-{name}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def store_exists(uri: str | None = None) -> bool:
+    """Whether the store is there already (a SQLite store is a file; any other is assumed to be)."""
+    uri = tracking_uri(uri)
+    return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists()
+
+
 def _quiet_mlflow() -> None:
     import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # reading study.json is no download
 
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -48,7 +79,13 @@ class Store:
 
         _quiet_mlflow()  # after the import: mlflow sets its own log level when imported
         self.uri = tracking_uri(uri)
-        self.client = MlflowClient(self.uri)
+        with _creation_lock(self.uri):  # two processes creating one new SQLite store race its migration
+            try:
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)
+            except Exception as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"the MLflow store {self.uri} cannot be used: {first[:300]}") from None
 
     # ---------------------------------------------------------------- experiments
     def experiment(self, name: str, create: bool = True) -> str | None:

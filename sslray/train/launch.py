@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..cluster import cluster_fit, connect
 from ..errors import UserError
+from ..tracking.rundir import writable
 
 
 def storage_path(cfg) -> str:
@@ -19,21 +20,31 @@ def storage_path(cfg) -> str:
 def check_storage(path: str) -> None:
     if "://" in path:  # s3://, gs://: checked by pyarrow when Ray first writes
         return
-    p = Path(path)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / ".sslray-write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"storage path {path} is not writable: {e.strerror or e}") from None
+    if not writable(Path(path)):
+        raise UserError(f"storage path {path} is not writable")
+
+
+def check_local(cfg) -> None:
+    """What an in-process run cannot honour fails in one line, before anything is written."""
+    import torch
+
+    d = cfg.dist
+    if d.gpus_per_worker:
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if have < d.gpus_per_worker:
+            raise UserError(f"asked for {d.gpus_per_worker:g} GPU(s); this machine has {have} usable by torch "
+                            f"(CUDA {'available' if torch.cuda.is_available() else 'not available'})")
+    if d.storage_path:
+        raise UserError("--storage is where Ray Train keeps checkpoints; this run trains in-process and "
+                        "checkpoints into its run folder (train on Ray Train with --workers 2 or more, --address, "
+                        "or --set dist.launcher=ray)")
 
 
 def check_cluster(cfg, data_cpus: float = 0.0) -> None:
     """Fail fast, in one line, if the request cannot run on the cluster. ``data_cpus``: the CPUs each
     worker's streaming pipeline needs beside it (Ray Data hangs, silently, without them)."""
+    connect(cfg.dist.address)  # an unreachable address first: then nothing is written
     check_storage(storage_path(cfg))
-    connect(cfg.dist.address)
     d = cfg.dist
     per = {"GPU": d.gpus_per_worker, "CPU": d.cpus_per_worker + data_cpus}
     _, short = cluster_fit(d.workers, per["CPU"], d.gpus_per_worker)
@@ -53,14 +64,15 @@ def _put(value):
 
 
 def unwrap(error: BaseException) -> BaseException:
-    """The UserError a worker raised (e.g. too many unreadable images), if Ray wrapped one, else the error."""
+    """The UserError or FloatingPointError a worker raised (too many unreadable images, a diverged
+    loss), if Ray wrapped one: the CLI says those in one line. Else the error itself."""
     seen, todo = set(), [error]
     while todo:
         e = todo.pop()
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, UserError):
+        if isinstance(e, (UserError, FloatingPointError)):
             return e
         todo += [e.__cause__, e.__context__, *getattr(e, "worker_failures", {}).values()]
     return error
@@ -94,9 +106,16 @@ def launch_ray(spec, built, run_dir, reporter=None) -> dict:
             storage_path=storage_path(cfg),
             failure_config=ray.train.FailureConfig(max_failures=d.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # plain prints: with Train's print patch every line of a worker reached the console twice
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             callbacks=reporter.ray_callbacks() if reporter else []),
     )
-    result = trainer.fit()
+    from ray.train import TrainingFailedError
+
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as e:  # a UserError on a worker (e.g. too many unreadable images): one line
+        raise unwrap(e) from None
     if result.error:
         raise unwrap(result.error)
     metrics = {k: v for k, v in (result.metrics or {}).items() if "/" in k}

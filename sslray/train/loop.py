@@ -120,6 +120,10 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
                        img_per_s=seen * ctx.world_size / max(elapsed, 1e-9))
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at epoch {epoch + 1}")
+        bad = [n for n, p in core.trunk.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:  # an overflow the loss did not show (e.g. an infinite step): the trunk is lost
+            raise FloatingPointError(f"{len(bad)} trunk weight tensors are not finite after epoch {epoch + 1} "
+                                     f"(first: {bad[0]})")
         state = {"epoch": epoch + 1, "model": core.state_dict(), "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "rng": rng_state()}
         corrupt = _gather_corrupt(corrupt, ctx)

@@ -5,7 +5,7 @@ folder, figures as artifacts, the per-layer table on the console. Used at the en
 from __future__ import annotations
 
 from ..eval import evaluate
-from ..eval.table import layer_table
+from ..table import layer_table
 from ..tracking import RunDir, Tracker
 
 

@@ -8,10 +8,12 @@ or a run folder exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..config import flatten
 from ..eval import probe_protocol
-from ..tracking import RunDir, Tracker
+from ..errors import UserError
+from ..tracking import RunDir, Store, Tracker, store_exists, tracking_uri, writable
 from .build import Built
 from .checkpoint import LocalCheckpoints
 from .worker import EpochReporter, WorkerSpec, train_worker
@@ -36,6 +38,30 @@ def resolved_params(b: Built) -> dict:
             "resolved.device": str(default_device())}
 
 
+def preflight(cfg, resume: RunDir | None = None, run_dir: RunDir | None = None, data_cpus: float = 0.0,
+              uri: str | None = None) -> None:
+    """What can fail before a run starts, short of its data, in one line and writing nothing: an
+    unwritable run folder, a cluster that cannot hold the run (address, GPUs, CPUs, storage), an
+    unusable MLflow store, a resume target MLflow does not know."""
+    from .launch import check_cluster, check_local
+
+    where = run_dir.path if run_dir else resume.path if resume else Path(cfg.output_dir)
+    if not writable(where):
+        raise UserError(f"cannot write the run folder {where} (permissions)")
+    if cfg.dist.uses_ray():
+        check_cluster(cfg, data_cpus)
+    else:
+        check_local(cfg)
+    if store_exists(uri):
+        store = Store(uri)  # a corrupt store: one line
+        if resume and not store.has_run(resume.mlflow_run_id):
+            raise UserError(f"cannot resume {resume}: its MLflow run {resume.mlflow_run_id} is not in the store "
+                            f"{store.uri}")
+    elif resume:
+        raise UserError(f"cannot resume {resume}: its MLflow run {resume.mlflow_run_id} is not in the store "
+                        f"{tracking_uri(uri)} (no such database)")
+
+
 def run(built: Built, *, resume: RunDir | None = None, run_dir: RunDir | None = None, tags: dict | None = None,
         progress: bool = True, reporter: EpochReporter | None = None, uri: str | None = None) -> RunResult:
     """Drive one run: its folder and MLflow run here, the training in-process or on Ray Train.
@@ -44,17 +70,17 @@ def run(built: Built, *, resume: RunDir | None = None, run_dir: RunDir | None = 
     its MLflow run; ``reporter`` hears of every epoch (a sweep trial's Tune); ``uri`` names the
     MLflow store (default: :func:`~sslray.tracking.tracking_uri`).
     """
-    from .launch import check_cluster, launch_ray
+    from .launch import launch_ray
 
     cfg, method = built.cfg, built.method
-    run_id = resume.mlflow_run_id if resume else None
     run_dir = resume or run_dir or RunDir.new(cfg.output_dir, cfg.method)
-    if cfg.dist.uses_ray():  # bad address, too few GPUs or CPUs, unwritable storage: before MLflow
-        check_cluster(cfg, cfg.data.cpus_per_worker if built.train.kind == "stream" else 0.0)
+    preflight(cfg, resume, run_dir, cfg.data.cpus_per_worker if built.train.kind == "stream" else 0.0, uri)
+    store = Store(uri)
+    run_id = resume.mlflow_run_id if resume else None
     run_dir.create()
     tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir.path.resolve()),
             **method.run_tags(), **(tags or {})}
-    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, uri=uri)
+    tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, store=store)
     run_dir.write_config(cfg.model_dump())
     run_dir.write_meta(cfg.method, tracker.run_id)
     protocol = probe_protocol(method.trunk, built.train.image_size, cfg.eval, built.train.kind) if cfg.eval.enabled else {}

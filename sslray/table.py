@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .. import LAYERS
+from . import LAYERS
 
 
 def pct(v: float | None, missing: str = "-") -> str:

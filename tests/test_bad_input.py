@@ -1,0 +1,295 @@
+"""The bad-input harness: every bad input or fault a user can cause ends in one line on stderr and
+exit status 2, and writes nothing: no MLflow run, no run folder, no cache file.
+
+Each row is (name, setup, command, phrase): ``setup(root)`` makes the files the command needs (in
+the test's own folder), the command runs in-process through ``sslray.cli.main``. The rows marked
+``#N`` are the causes found in the reliability issue; the others are the ones that already worked.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sslray.cli import main
+
+TINY = ["--set", "data.limit=40", "--set", "data.test_limit=20", "--set", "trunk.width=0.125", "--set",
+        "optim.batch_size=20", "--epochs", "1", "--quiet"]
+
+
+def _tree(root: Path, bad: bytes | None = None, n: int = 3) -> None:
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(n):
+                Image.new("RGB", (40, 36), (60 * j, 20, 90)).save(root / split / c / f"{j}.png")
+    if bad is not None:
+        (root / "train" / "a" / "1.png").write_bytes(bad)
+
+
+def _bomb_png(width: int = 30000, height: int = 30000) -> bytes:
+    """A PNG whose header claims ``width x height`` pixels (the data after it is garbage)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def _run_folder(root: Path, *, meta=True, run_id="0" * 32, checkpoint=b"", trunk=None) -> Path:
+    d = root / "runs" / "rotation-20260101-000000-abcd"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text("method: rotation\nsettings: {}\nepochs: 1\n")
+    if meta:
+        (d / "run.json").write_text(json.dumps({"method": "rotation", "mlflow_run_id": run_id}))
+    (d / "checkpoint.pt").write_bytes(checkpoint)
+    if trunk is not None:
+        (d / "trunk.pt").write_bytes(trunk)
+    return d
+
+
+def _malicious_pickle() -> bytes:
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > pwned.txt",))
+
+    import pickle
+
+    buf = io.BytesIO()
+    pickle.dump(Boom(), buf)
+    return buf.getvalue()
+
+
+def _with_checkpoint(root: Path, **kw) -> None:
+    """A run folder whose checkpoint loads (weights-only) but whose metadata or trunk is bad."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"epoch": 1, "config": {"method": "rotation"}}, buf)
+    _run_folder(root, checkpoint=buf.getvalue(), **kw)
+
+
+def _study(root: Path, text: str, name: str = "s.yaml") -> None:
+    (root / name).write_text(text)
+
+
+STUDY = "question: q\nmethods: [rotation]\nparams: {optim.lr: {grid: [0.05, 0.1]}}\n"
+
+CASES = [
+    # ---- train: configuration
+    ("unknown method", None, ["train", "--method", "nope"], "unknown method 'nope'"),
+    ("unknown key", None, ["train", "--method", "rotation", "--set", "colour=3"], "unknown key 'colour'"),
+    ("unknown nested key", None, ["train", "--method", "rotation", "--set", "optim.mommentum=3"], "optim.mommentum"),
+    ("invalid value", None, ["train", "--method", "rotation", "--set", "optim.lr=-1"], "optim.lr"),
+    ("#11 infinite setting", None, ["train", "--method", "rotation", "--set", "optim.lr=.inf"],
+     "optim.lr: Input should be a finite number"),
+    ("#11 NaN method setting", None, ["train", "--method", "simclr", "--set", "temperature=.nan"],
+     "temperature: Input should be a finite number"),
+    ("invalid method setting", None, ["train", "--method", "rotation", "--set", "rotations=some"], "rotations"),
+    ("negative epochs", None, ["train", "--method", "rotation", "--epochs", "-1"], "epochs"),
+    ("bad flag value", None, ["train", "--method", "rotation", "--epochs", "two"], "invalid int value"),
+    ("ambiguous bare key", None, ["train", "--method", "multitask", "--set", "seed=1"], "ambiguous key 'seed'"),
+    ("no method", None, ["train"], "--method is required"),
+    ("#12 image size out of range", None, ["train", "--method", "rotation", "--set", "data.image_size=100000"],
+     "must be at most 4096 pixels"),
+    ("#12 image size beyond memory", None, ["train", "--method", "rotation", "--set", "data.image_size=4000"],
+     "GiB of memory"),
+    # ---- train: data
+    ("missing root", None, ["train", "--method", "rotation", "--data", "imagefolder", "--root", "nowhere"],
+     "data root not found"),
+    ("no root", None, ["train", "--method", "rotation", "--data", "imagefolder"], "data.root"),
+    ("empty root", lambda r: (r / "empty").mkdir(),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "empty"], "data root is empty"),
+    ("root is a file", lambda r: (r / "f.txt").write_text("x"),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "f.txt"], "not a folder"),
+    ("wrong layout", lambda r: (r / "flat").mkdir() or Image.new("RGB", (8, 8)).save(r / "flat" / "x.png"),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "flat"], "wrong layout"),
+    ("zero-byte image", lambda r: _tree(r / "t", b""),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t"], "1.png"),
+    ("truncated image", lambda r: _tree(r / "t", _bomb_png(8, 8)[:30]),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t"], "corrupt image"),
+    ("#1 decompression bomb", lambda r: _tree(r / "t", _bomb_png()),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t"], "decompression bomb"),
+    ("stream of synthetic data", None, ["train", "--method", "rotation", "--set", "data.source=stream"],
+     "data.source=stream reads image files"),
+    ("manifest naming a missing file", lambda r: (r / "m.csv").write_text("path,label\nnope.jpg,a\n"),
+     ["train", "--method", "rotation", "--data", "manifest", "--root", "m.csv"], "missing file"),
+    ("manifest without a label column", lambda r: (r / "m.csv").write_text("path\nx.jpg\n"),
+     ["train", "--method", "rotation", "--data", "manifest", "--root", "m.csv"], "no 'label' column"),
+    ("parquet without shards", lambda r: (r / "shards").mkdir(),
+     ["train", "--method", "rotation", "--data", "parquet", "--root", "shards"], "no train-*.parquet shards"),
+    # ---- train: resume
+    ("nothing to resume", None, ["train", "--method", "rotation", "--resume"], "cannot resume"),
+    ("resume a truncated checkpoint", lambda r: _run_folder(r, checkpoint=b"PK\x03\x04 truncated"),
+     ["train", "--resume", "runs/rotation-20260101-000000-abcd"], "unreadable checkpoint"),
+    ("#13 resume without run.json", lambda r: _with_checkpoint(r, meta=False),
+     ["train", "--resume", "runs/rotation-20260101-000000-abcd", *TINY], "has no MLflow run id"),
+    ("#13 resume a run MLflow lacks", lambda r: _with_checkpoint(r),
+     ["train", "--resume", "runs/rotation-20260101-000000-abcd", *TINY], "is not in the store"),
+    # ---- train: where it runs
+    ("#2 a GPU on a machine without one", None, ["train", "--method", "rotation", "--gpus-per-worker", "1", *TINY],
+     "GPU(s); this machine has 0"),
+    ("#3 storage for an in-process run", None, ["train", "--method", "rotation", "--storage", "/proc/x", *TINY],
+     "--storage is where Ray Train keeps checkpoints"),
+    ("no workers", None, ["train", "--method", "rotation", "--workers", "0"], "dist.workers"),
+    ("#4 unreachable address", None, ["train", "--method", "rotation", "--workers", "2", "--address",
+                                      "127.0.0.1:1", *TINY], "cannot reach Ray"),
+    ("#9 unwritable run folders", None, ["train", "--method", "rotation", "--set", "output_dir=/proc/sslray-runs",
+                                         *TINY], "cannot write the run folder"),
+    ("#8 corrupt MLflow store", lambda r: (r / "mlflow.db").write_text("not a database"),
+     ["train", "--method", "rotation", *TINY], "cannot be used"),
+    # ---- eval, compare
+    ("eval of a missing folder", None, ["eval", "nowhere"], "eval: no run folder with a checkpoint"),
+    ("#7 eval of a truncated trunk", lambda r: _with_checkpoint(r, trunk=b"PK\x03\x04 cut"),
+     ["eval", "runs/rotation-20260101-000000-abcd"], "unreadable trunk"),
+    ("#7 eval of a malicious trunk", lambda r: _with_checkpoint(r, trunk=_malicious_pickle()),
+     ["eval", "runs/rotation-20260101-000000-abcd"], "unreadable trunk"),
+    ("compare of an unevaluated run", lambda r: (r / "half").mkdir(), ["compare", "half"], "has no transfer.json"),
+    ("#14 compare of a corrupt transfer.json",
+     lambda r: (r / "bad").mkdir() or (r / "bad" / "transfer.json").write_text('{"transfer/res5/to'),
+     ["compare", "bad"], "is not valid JSON"),
+    ("compare of a nonexistent run", None, ["compare", "nope"], "neither a run folder nor a run id"),
+    # ---- sweep, report
+    ("missing study", None, ["sweep", "nope.yaml"], "no such file"),
+    ("malformed study YAML", lambda r: _study(r, "question: [unclosed\n"), ["sweep", "s.yaml"], "malformed YAML"),
+    ("malicious study YAML", lambda r: _study(r, "question: !!python/object/apply:os.system ['echo pwned']\n"),
+     ["sweep", "s.yaml"], "malformed YAML"),
+    ("unknown study key", lambda r: _study(r, STUDY + "colour: red\n"), ["sweep", "s.yaml"], "colour: unknown key"),
+    ("inverted range", lambda r: _study(r, "question: q\nmethods: [rotation]\nparams: {optim.lr: {uniform: [1, 0.1]}}\n"),
+     ["sweep", "s.yaml"], "empty or inverted range"),
+    ("#6 a bad value past the first", lambda r: _study(r, STUDY.replace("[0.05, 0.1]", "[0.05, -1]")),
+     ["sweep", "s.yaml"], "optim.lr: Input should be greater than 0 (got -1)"),
+    ("a parameter that is no setting", lambda r: _study(r, "question: q\nmethods: [rotation]\n"
+                                                           "params: {temperature: {grid: [0.1]}}\n"),
+     ["sweep", "s.yaml"], "not a setting of method 'rotation'"),
+    ("unknown study method", lambda r: _study(r, STUDY.replace("[rotation]", "[rotatoin]")), ["sweep", "s.yaml"],
+     "unknown method 'rotatoin'"),
+    ("report of an unknown study", None, ["report", "never-ran"], "no study 'never-ran'"),
+    # ---- ui, data, bench
+    ("#16 ui on port 99999", None, ["ui", "--port", "99999"], "port 99999 is outside 1-65535"),
+    ("ui on a port that is no number", None, ["ui", "--port", "http"], "not a port number"),
+    ("prepare into a non-empty folder", lambda r: _tree(r / "t") or (r / "out").mkdir() or (r / "out" / "x").write_text(""),
+     ["data", "prepare", "t", "--out", "out"], "not an empty folder"),
+    ("prepare with empty shards", lambda r: _tree(r / "t"), ["data", "prepare", "t", "--out", "o", "--shard-rows", "0"],
+     "--shard-rows must be in"),
+    ("bench flag of another bench", None, ["bench", "eval", "--negatives", "1,2"], "unrecognized arguments"),
+    ("bench with no threads", None, ["bench", "step", "--threads", "0"], "--threads must be at least 1"),
+]
+
+
+def _written(root: Path, cache: Path) -> set[str]:
+    """What a command could have written: run folders, MLflow's store and artifacts, cache files."""
+    found = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ("runs" in p.parts
+             or p.name == "mlflow.db" or "mlartifacts" in p.parts or "reports" in p.parts)}
+    return found | {f"cache/{p.name}" for p in cache.glob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name, setup, argv, phrase", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, setup, argv, phrase, capsys, tmp_path):
+    cache = Path(os.environ["SSLRAY_CACHE"])
+    if setup:
+        setup(tmp_path)
+    before = _written(tmp_path, cache)
+    store = (tmp_path / "mlflow.db").read_bytes() if (tmp_path / "mlflow.db").exists() else None
+    assert main(argv) == 2, capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("sslray: error:") and phrase in err, err
+    assert "Traceback" not in err
+    assert _written(tmp_path, cache) == before  # no MLflow run, run folder or cache file appeared
+    if store is not None:
+        assert (tmp_path / "mlflow.db").read_bytes() == store
+    assert not (tmp_path / "pwned.txt").exists()  # nothing a file carried was ever executed
+    assert not (tmp_path / "runs" / "ray").exists()  # not even an empty storage folder (#4)
+
+
+def test_the_harness_covers_every_cause_of_the_issue():
+    causes = {int(c[0].split()[0][1:]) for c in CASES if c[0].startswith("#")}
+    # 5 (stale cache), 10 (two runs on a new store), 15 (report --out) and the diverged run (11) are tests
+    # of their own below: they need a run, or two processes, not a single bad command
+    assert causes | {5, 10, 15} == set(range(1, 17))
+
+
+def test_5_replacing_an_image_rebuilds_the_decoded_cache(tmp_path):
+    from sslray.config import DataConfig
+    from sslray.data import load_data
+
+    _tree(tmp_path / "t")
+    cfg = DataConfig(name="imagefolder", root=str(tmp_path / "t"), image_size=16)
+    first = load_data(cfg)[0].images.clone()
+    target = tmp_path / "t" / "train" / "a" / "0.png"
+    Image.new("RGB", (40, 36), (255, 255, 255)).save(target)  # same name and count, new pixels
+    os.utime(target, ns=(os.stat(target).st_atime_ns, os.stat(target).st_mtime_ns + 1_000_000))
+    second = load_data(cfg)[0].images
+    assert not (second == first).all() and int(second[0].float().mean()) == 255  # decoded again, not the stale copy
+    target.write_bytes(b"garbage")  # replaced by garbage: an error, never the old pixels
+    with pytest.raises(Exception, match="corrupt image"):
+        load_data(cfg)
+
+
+def test_10_two_runs_started_together_on_a_new_store_both_finish(tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sslray", "train", "--method", "random", "--no-eval", *TINY]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-800:] for o in outs]
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_15_a_report_that_cannot_write_its_figures_says_so_before_printing(tmp_path, capsys):
+    from sslray.sweep.runner import _parent_run
+    from sslray.sweep.study import load_study
+    from sslray.tracking import Store
+
+    _study(tmp_path, STUDY.replace("question: q", "name: s\nquestion: q"))
+    _parent_run(load_study(str(tmp_path / "s.yaml")), resume=False, store=Store())
+    assert main(["report", "s", "--out", "/proc/forbidden"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == "sslray: error: report: cannot write the figures to /proc/forbidden/s (permissions)"
+    assert "objective" not in out  # not half a report
+
+
+def test_11_a_trunk_that_overflows_stops_the_run_in_one_line(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from sslray.train import loop
+
+    real = loop.build_optimizer
+
+    def poisoned(params, cfg):  # an optimiser whose last step of the epoch leaves an infinite weight
+        opt = real(params, cfg)
+        steps = []
+
+        def overflow(optimizer, *_):
+            steps.append(1)
+            if len(steps) < 2:  # 40 images, batches of 20: the loss of both steps stays finite
+                return
+            with torch.no_grad():
+                first = optimizer.param_groups[0]["params"][0]
+                first[(0,) * first.dim()] = float("inf")
+
+        opt.register_step_post_hook(overflow)
+        return opt
+
+    monkeypatch.setattr(loop, "build_optimizer", poisoned)
+    assert main(["train", "--method", "rotation", "--no-eval", *TINY]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sslray: the run diverged: ") and "trunk weight tensors are not finite after epoch 1" in err
+    assert err.count("\n") == 0
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").search_runs(["1"])[0]
+    assert run.info.status == "FAILED"
