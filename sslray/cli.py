@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a run from its last checkpoint: a run folder, an MLflow run id, "
                         "or nothing for the newest run of --method")
     t.add_argument("--no-eval", action="store_true", help="skip the per-layer evaluation")
+    t.add_argument("--seeds", type=int, default=1,
+                   help="train the same configuration N times, run.seed, run.seed+1, ...: one MLflow run each, "
+                        "tagged with one sslray.group; ends with the mean ± 95%% interval per layer (1)")
     t.add_argument("--workers", type=int, help="data-parallel Ray Train workers (default 1: in-process)")
     t.add_argument("--gpus-per-worker", type=float, help="GPUs per worker (NCCL); 0 = CPU (gloo)")
     t.add_argument("--address", help="Ray cluster to run on (auto, HOST:PORT); default: a local one")
@@ -70,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--runs-dir", default="runs", help="where to look up run ids")
     c.add_argument("--plot", metavar="PNG", help="also draw every run's per-layer probe curve in one figure")
     c.add_argument("--no-invariance", action="store_true", help="leave out the invariance tables")
+    c.add_argument("--confidence", type=float, default=0.95,
+                   help="level of the intervals over seeds of runs that differ only by seed (0.95)")
     c.set_defaults(func=cmd_compare)
 
     dp = sub.add_parser("data", help="data tools: `sslray data prepare ROOT --out DIR` (Parquet shards)")
@@ -131,11 +136,16 @@ def _overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from .config import group_id
     from .tracking import RunDir
     from .train.build import build_config, build_run
     from .train.run import preflight, run
 
     overrides = _overrides(args)
+    if args.seeds < 1:
+        raise UserError(f"train: --seeds must be at least 1 (got {args.seeds})")
+    if args.seeds > 1 and args.resume:
+        raise UserError("train: --resume continues one run; --seeds starts new ones (resume each run by itself)")
     base, run_dir = None, None
     if args.resume:
         output_dir = overrides.get("run.output_dir", overrides.get("output_dir", "runs"))
@@ -150,13 +160,24 @@ def cmd_train(args) -> int:
     if not method:
         raise UserError("train: --method is required (see `sslray methods`)")
     cfg = build_config(method, overrides, base)
+    cfgs = [cfg] if args.seeds == 1 else [build_config(method, {**overrides, "run.seed": cfg.seed + i})
+                                          for i in range(args.seeds)]
     data_cpus = cfg.data.cpus_per_worker if cfg.data.source == "stream" else 0.0
     preflight(cfg, run_dir, None, data_cpus)  # before any data is read or decoded
+    results = []
     try:
-        result = run(build_run(cfg), resume=run_dir, progress=not args.quiet)
+        for i, c in enumerate(cfgs):
+            tags = {"sslray.group": group_id(c.model_dump()), "sslray.seeds": str(args.seeds)} if args.seeds > 1 else None
+            if args.seeds > 1:
+                print(f"seed {c.seed} ({i + 1} of {args.seeds})", flush=True)
+            results.append(run(build_run(c), resume=run_dir, progress=not args.quiet, tags=tags))
+            print(f"run {results[-1].run_id}  folder {results[-1].run_dir}", flush=True)
     finally:
         _stop_ray()
-    print(f"run {result.run_id}  folder {result.run_dir}")
+    if args.seeds > 1 and cfg.eval.enabled:
+        from .compare import compare
+
+        print(compare([str(r.run_dir.path) for r in results], invariance=False))
     return 0
 
 
@@ -206,7 +227,10 @@ def cmd_sweep(args) -> int:
     best = result["best"]
     print(f"study {study.name}: {result['trials']} trials, parent run {result['parent_run_id']}")
     if best:
-        print(f"best: {best}")
+        metric = study.objective.metric
+        swept = " ".join(f"{k}={v}" for k, v in best["params"].items() if k != "method" and v is not None)
+        seeds = f" (mean of {best['seeds']} seeds)" if best["seeds"] > 1 else ""
+        print(f"best: {best['method']} {swept}  {metric} = {100 * best[metric]:.1f}%{seeds}  (run {best['run_id']})")
     print(f"answer: sslray report {study.name}")
     return 0
 
@@ -221,7 +245,7 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import compare
 
-    print(compare(args.runs, args.runs_dir, plot=args.plot, invariance=not args.no_invariance))
+    print(compare(args.runs, args.runs_dir, plot=args.plot, invariance=not args.no_invariance, level=args.confidence))
     return 0
 
 

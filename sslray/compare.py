@@ -6,6 +6,9 @@ probe and kNN top-1 by layer, and, where runs measured them, the invariance meas
 transform. Rows are labelled by method plus the settings in which runs of one method differ
 (``jigsaw permutations=100``), so a comparison never hides what changed. ``--plot`` draws the
 per-layer curves of every run in one figure.
+
+Runs that differ only by seed are one row: the mean over seeds with its Student-t interval, and a
+line per layer says whether the best setting is separable from the runner-up at this budget.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from . import LAYERS
+from .config import IGNORED, flatten_tree, setting_key
 from .errors import UserError
+from .stats import LEVEL, METHOD, Interval, check_level, interval, separability
 from .table import layer_table, pct
 from .tracking import RunDir
 
@@ -40,19 +45,28 @@ def load_run(target: str, runs: str = "runs") -> dict[str, Any]:
 def labels(runs: list[dict[str, Any]]) -> list[str]:
     """Method name, plus every setting (or epoch count) that differs among runs of that method."""
     out = []
-    for r in runs:
-        cfg = r["config"]
-        method = cfg.get("method", r["dir"].name)
-        peers = [p["config"] for p in runs if p["config"].get("method", p["dir"].name) == method]
+    flats = [{k: v for k, v in flatten_tree(r["config"]).items() if not k.startswith(IGNORED)} for r in runs]
+    for r, flat in zip(runs, flats):
+        method = r["config"].get("method", r["dir"].name)
+        peers = [f for p, f in zip(runs, flats) if p["config"].get("method", p["dir"].name) == method]
         differ = []
-        if len({p.get("epochs") for p in peers}) > 1:
-            differ.append(f"{cfg.get('epochs')} ep")
-        settings = cfg.get("settings") or {}
-        for key, value in settings.items():
-            if len({json.dumps((p.get("settings") or {}).get(key), sort_keys=True) for p in peers}) > 1:
-                differ.append(f"{key}={_short(value)}")
+        for key in sorted({k for f in peers for k in f}, key=lambda k: (k != "epochs", not k.startswith("settings."), k)):
+            if key == "method" or len({json.dumps(f.get(key), sort_keys=True, default=str) for f in peers}) < 2:
+                continue
+            if key == "epochs":
+                differ.append(f"{flat.get('epochs')} ep")
+            else:
+                differ.append(f"{key.removeprefix('settings.')}={_short(flat.get(key))}")
         out.append(" ".join([method, *differ]))
     return out
+
+
+def group_runs(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Runs that differ only by seed, together, in the order their first run was given."""
+    groups: dict[str, list] = {}
+    for r in runs:
+        groups.setdefault(setting_key(r["config"]), []).append(r)
+    return list(groups.values())
 
 
 def _short(value: Any) -> str:
@@ -63,10 +77,34 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def family_table(runs: list[dict[str, Any]], names: list[str], family: str = "transfer") -> str:
-    rows = [(name, {layer: r["metrics"].get(f"{family}/{layer}/top1") for layer in LAYERS})
-            for name, r in zip(names, runs)]
-    return layer_table(rows, style="markdown", corner="run")
+def family_intervals(groups: list[list[dict[str, Any]]], family: str, level: float) -> list[dict[str, Interval]]:
+    """Per group: ``{layer: Interval}`` of ``family/<layer>/top1`` over its runs (seeds)."""
+    out = []
+    for g in groups:
+        per = {}
+        for layer in LAYERS:
+            vals = [r["metrics"].get(f"{family}/{layer}/top1") for r in g]
+            vals = [v for v in vals if v is not None]
+            if vals:
+                per[layer] = interval(vals, level)
+        out.append(per)
+    return out
+
+
+def family_table(intervals: list[dict[str, Interval]], names: list[str]) -> str:
+    rows = [(name, per) for name, per in zip(names, intervals)]
+    return layer_table(rows, style="markdown", corner="run", cell=lambda i: i.text())
+
+
+def separable_lines(intervals: list[dict[str, Interval]], names: list[str]) -> list[str]:
+    """Per layer: the best setting by its mean, and whether the runner-up's interval overlaps."""
+    lines = []
+    for layer in LAYERS:
+        have = sorted(((n, per[layer]) for n, per in zip(names, intervals) if layer in per),
+                      key=lambda x: -x[1].mean)
+        if len(have) >= 2:
+            lines.append(f"- {layer}: {separability(have[0], have[1])}")
+    return lines
 
 
 def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
@@ -85,22 +123,36 @@ def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
     return "\n\n".join(blocks)
 
 
-def compare(targets: list[str], runs: str = "runs", plot: str | None = None, invariance: bool = True) -> str:
+def compare(targets: list[str], runs: str = "runs", plot: str | None = None, invariance: bool = True,
+            level: float = LEVEL) -> str:
+    level = check_level(level)
     loaded = [load_run(t, runs) for t in targets]
-    names = labels(loaded)
+    groups = group_runs(loaded)
+    names = labels([g[0] for g in groups])
     if len(set(names)) < len(names):  # same method, same settings: tell them apart by folder
-        names = [f"{n} ({r['dir'].name})" for n, r in zip(names, loaded)]
-    parts = ["Linear probe top-1 (%)", "", family_table(loaded, names, "transfer"), "",
-             "kNN top-1 (%)", "", family_table(loaded, names, "knn")]
-    inv = invariance_tables(loaded, names) if invariance else ""
+        names = [f"{n} ({g[0]['dir'].name})" for n, g in zip(names, groups)]
+    names = [f"{n} ({len(g)} seeds)" if len(g) > 1 else n for n, g in zip(names, groups)]
+    seeded = any(len(g) > 1 for g in groups)
+    how = (f" — mean ± half-width of the {round(100 * level)} % {METHOD}" if seeded else "")
+    probe, knn = family_intervals(groups, "transfer", level), family_intervals(groups, "knn", level)
+    parts = [f"Linear probe top-1 (%){how}", "", family_table(probe, names)]
+    if any(knn):
+        parts += ["", f"kNN top-1 (%){how}", "", family_table(knn, names)]
+    lines = separable_lines(probe, names) if len(groups) > 1 else []
+    if lines:
+        parts += ["", "Best by mean linear probe, against the runner-up:", "", *lines]
+    singles = [g[0] for g in groups]
+    inv = invariance_tables(singles, names) if invariance else ""
     if inv:
-        parts += ["", "Invariance", "", inv]
+        parts += ["", "Invariance" + (" (the first seed of each setting)" if seeded else ""), "", inv]
     if plot:
         from .eval.plots import plot_per_layer
 
-        series = {n: {layer: r["metrics"][f"transfer/{layer}/top1"] for layer in LAYERS
-                      if f"transfer/{layer}/top1" in r["metrics"]} for n, r in zip(names, loaded)}
-        fig = plot_per_layer(series, title="linear probe top-1 by layer")
+        series = {n: {layer: i.mean for layer, i in per.items()} for n, per in zip(names, probe)}
+        bands = {n: {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None}
+                 for n, per in zip(names, probe)}
+        fig = plot_per_layer(series, title="linear probe top-1 by layer" + (f" ({round(100 * level)} % CI)" if seeded else ""),
+                             bands=bands)
         Path(plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(plot)
         import matplotlib.pyplot as plt

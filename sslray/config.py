@@ -8,6 +8,8 @@ method's settings by :func:`sslray.train.build.build_config`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +128,9 @@ class EvalConfig(Strict):
                             "never held (VISSL's multi-head protocol); auto: streamed for a streamed collection")
     subset: PositiveInt = Field(10000, description="streamed: images (class-balanced) of each split held in memory "
                                                   "for kNN and invariance")
+    seed: int = Field(0, description="seed of the evaluation (probe heads' initialisation and batch order, kNN and "
+                                     "invariance subsets), kept apart from run.seed: runs with different run.seed "
+                                     "differ in their pretraining alone")
 
     @field_validator("invariance")
     @classmethod
@@ -231,3 +236,33 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+# what does not make two runs different configurations: their seeds, names, folders, threads,
+# debugging and where they ran
+IGNORED = ("seed", "eval.seed", "run_name", "output_dir", "experiment", "threads", "debug.", "dist.address",
+           "dist.storage", "dist.max_failures")
+
+
+def flatten_tree(tree: dict, prefix: str = "") -> dict:
+    """Nested dict -> ``{"a.b": v}``, lists kept as lists."""
+    out = {}
+    for k, v in (tree or {}).items():
+        if isinstance(v, dict):
+            out.update(flatten_tree(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def setting_key(cfg: dict) -> str:
+    """The settings of a run's config (``RunConfig.model_dump()``) that make it a configuration:
+    everything but its seeds, names and where it ran. Runs with equal keys differ only by seed."""
+    flat = {k: v for k, v in flatten_tree(cfg).items() if not k.startswith(IGNORED)}
+    return json.dumps(flat, sort_keys=True, default=str)
+
+
+def group_id(cfg: dict) -> str:
+    """A short name for :func:`setting_key`: the MLflow tag ``sslray.group`` of runs that differ
+    only by seed."""
+    return hashlib.sha1(setting_key(cfg).encode()).hexdigest()[:12]

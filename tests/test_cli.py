@@ -36,6 +36,32 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
     assert "transfer.json" in [a.path for a in c.list_artifacts(run.info.run_id)]
 
 
+def test_seeds_train_one_configuration_n_times_with_one_group_and_print_intervals(mlflow_runs, capsys):
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1", "--seeds", "2",
+                  "--set", "run.seed=5", "--set", "eval.layers=[conv1,res5]") == 0
+    out = capsys.readouterr().out
+    c, runs = mlflow_runs()
+    assert len(runs) == 2
+    assert sorted(r.data.params["seed"] for r in runs) == ["5", "6"]  # pretraining seeds differ...
+    assert {r.data.params["eval.seed"] for r in runs} == {"0"}  # ...the probes' seed does not
+    groups = {r.data.tags["sslray.group"] for r in runs}
+    assert len(groups) == 1 and len(groups.pop()) == 12
+    assert {r.data.tags["sslray.seeds"] for r in runs} == {"2"}
+    row = next(line for line in out.splitlines() if line.startswith("| rotation (2 seeds) |"))
+    vals = [(r.data.metrics["transfer/conv1/top1"], r.data.metrics["transfer/res5/top1"]) for r in runs]
+    mean = [100 * (a + b) / 2 for a, b in zip(*vals)]
+    assert row.startswith(f"| rotation (2 seeds) | {mean[0]:.1f} ± ") and f"| {mean[1]:.1f} ± " in row
+
+
+@pytest.mark.parametrize("argv, phrase", [(["--seeds", "0"], "--seeds must be at least 1"),
+                                          (["--seeds", "2", "--resume"], "--resume continues one run")])
+def test_bad_seeds_are_one_line(argv, phrase, capsys):
+    assert main(["train", "--method", "rotation", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert phrase in err and "\n" not in err
+    assert not Path("runs").exists() and not Path("mlflow.db").exists()
+
+
 def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(mlflow_runs, monkeypatch):
     from sslray.tracking import RunDir
 
@@ -171,13 +197,14 @@ def test_eval_command_evaluates_a_finished_run_in_its_own_mlflow_run(mlflow_runs
     assert (run_dir / "per_layer.png").exists()
 
 
-def _fake_run(root, name, method, settings, metrics, epochs=10):
+def _fake_run(root, name, method, settings, metrics, epochs=10, seed=0):
     import json
 
     import yaml
     d = root / name
     d.mkdir()
-    (d / "config.yaml").write_text(yaml.safe_dump({"method": method, "settings": settings, "epochs": epochs}))
+    (d / "config.yaml").write_text(yaml.safe_dump({"method": method, "settings": settings, "epochs": epochs,
+                                                   "seed": seed, "run_name": name}))
     (d / "run.json").write_text(json.dumps({"method": method, "mlflow_run_id": f"id-{name}"}))
     (d / "transfer.json").write_text(json.dumps(metrics))
     return d
@@ -200,6 +227,35 @@ def test_compare_labels_runs_by_what_differs_and_tabulates_every_layer(tmp_path,
     assert "| rotation | – | 36.9 |" in out  # found by its MLflow run id
     assert "| jigsaw permutations=100 | 0.84 / 34.4 |" in out and "chance 25.0 %" in out
     assert png.stat().st_size > 1000
+
+
+def test_compare_aggregates_seeds_into_mean_and_t_interval_and_says_what_is_separable(tmp_path, capsys):
+    from sslray.cli import main
+
+    runs = []
+    for seed, (r3, r5) in enumerate([(0.40, 0.20), (0.42, 0.25), (0.44, 0.30)]):
+        runs.append(_fake_run(tmp_path, f"p100-{seed}", "jigsaw", {"permutations": 100}, seed=seed,
+                              metrics={"transfer/res3/top1": r3, "transfer/res5/top1": r5, "knn/res3/top1": r3 / 2}))
+    for seed, (r3, r5) in enumerate([(0.30, 0.22), (0.31, 0.23), (0.32, 0.24)]):
+        runs.append(_fake_run(tmp_path, f"p24-{seed}", "jigsaw", {"permutations": 24}, seed=seed,
+                              metrics={"transfer/res3/top1": r3, "transfer/res5/top1": r5, "knn/res3/top1": r3 / 2}))
+    png = tmp_path / "seeds.png"
+    assert main(["compare", *map(str, runs), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    # mean ± t(0.975, 2) * sd / sqrt(3): 42.0 ± 4.303 * 2.0 / 1.732 = 5.0; the seeds are one row, not rivals
+    assert "| jigsaw permutations=100 (3 seeds) | 42.0 ± 5.0 | 25.0 ± 12.4 |" in out
+    assert "| jigsaw permutations=24 (3 seeds) | 31.0 ± 2.5 | 23.0 ± 2.5 |" in out
+    assert "| jigsaw permutations=100 (3 seeds) | 21.0 ± 2.5 |" in out  # kNN
+    assert out.count("jigsaw permutations=100") == 4  # 2 table rows + 2 layer lines, never one per seed
+    assert "mean ± half-width of the 95 % Student-t interval over seeds" in out
+    res3 = next(line for line in out.splitlines() if line.startswith("- res3:"))
+    res5 = next(line for line in out.splitlines() if line.startswith("- res5:"))
+    assert "is separable above" in res3 and "permutations=100" in res3.split("separable")[0]
+    assert "not separable at this budget" in res5
+    assert png.stat().st_size > 1000
+    # a level outside (0, 1) is one line, exit 2
+    assert main(["compare", *map(str, runs), "--confidence", "1.5"]) == 2
+    assert "strictly between 0 and 1" in capsys.readouterr().err
 
 
 def test_compare_of_an_unevaluated_run_is_one_line(tmp_path, capsys):

@@ -29,6 +29,7 @@ TINY_STUDY = {
     "objective": {"metric": "transfer/res3/top1", "mode": "max"},
     "early_stopping": None,
     "report": {"x": "optim.lr"},
+    "baselines": False,  # the shared sweep below runs them; the others need not
 }
 
 
@@ -70,6 +71,8 @@ BAD = {
     "empty choice": ({**TINY_STUDY, "params": {"optim.lr": {"choice": []}}}, "empty choice"),
     "not a setting": ({**TINY_STUDY, "params": {"temperature": {"choice": [0.1]}}}, "params.temperature"),
     "bad value": ({**TINY_STUDY, "config": {"optim.momentum": 2}}, "optim.momentum"),
+    "no seeds": ({**TINY_STUDY, "budget": {"seeds": 0}}, "budget.seeds"),
+    "confidence outside (0, 1)": ({**TINY_STUDY, "report": {"confidence": 1.5}}, "report.confidence"),
 }
 
 
@@ -105,7 +108,7 @@ def tiny_sweep(tmp_path_factory):
     old = os.getcwd()
     os.chdir(folder)
     try:
-        path = _write(folder / "lr.yaml", TINY_STUDY)
+        path = _write(folder / "lr.yaml", {**TINY_STUDY, "baselines": True})
         assert main(["sweep", path, "--quiet"]) == 0
     finally:
         ray.shutdown()
@@ -135,10 +138,32 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
     best = max(children, key=lambda r: r.data.metrics["transfer/res3/top1"])
     assert c.get_run(p.info.run_id).data.tags["sslray.best_run"] == best.info.run_id
 
+    # floor and ceiling: random and supervised at the study's data, trunk and evaluation settings
+    tags = c.get_run(p.info.run_id).data.tags
+    floor, ceiling = c.get_run(tags["sslray.floor_run"]), c.get_run(tags["sslray.ceiling_run"])
+    assert floor.data.params["method"] == "random" and floor.data.params["epochs"] == "0"
+    assert ceiling.data.params["method"] == "supervised" and ceiling.data.params["epochs"] == "1"
+    for b in (floor, ceiling):
+        assert b.info.status == "FINISHED" and b.data.params["trunk.width"] == "0.125"
+        assert b.data.params["data.limit"] == "200" and b.data.params["eval.probe_epochs"] == "3"
+    # a second study with the same settings reuses them: nothing runs, the same two runs come back
+    from sslray.sweep.baselines import EXPERIMENT, ensure_baselines
+    from sslray.sweep.study import load_study
+    from sslray.tracking import Store
+
+    again, problems = ensure_baselines(load_study("lr.yaml", {"name": "other", "baselines": True}), Store(),
+                                       tiny_sweep / "runs" / "sweeps" / "lr")
+    assert again == {"random": floor.info.run_id, "supervised": ceiling.info.run_id} and problems == []
+    assert len(mlflow_runs(EXPERIMENT)[1]) == 2
+
     capsys.readouterr()
     assert main(["report", "lr"]) == 0
     out = capsys.readouterr().out
     assert "objective: max transfer/res3/top1" in out and f"{100 * best.data.metrics['transfer/res3/top1']:.1f}%" in out
+    floor_row = next(line for line in out.splitlines() if "(floor)" in line)
+    assert floor_row.split()[0] == "random" and f"{100 * floor.data.metrics['transfer/res3/top1']:.1f}" in floor_row
+    assert any(line.split()[:2] == ["supervised", "(ceiling)"] for line in out.splitlines())
+    assert out.startswith("study lr") and "answer (transfer/res3/top1): " in out and "both have one seed" in out
     assert out.count("rotation") >= 2
     for fig in ("metric_vs_swept.png", "per_layer_best.png"):
         assert (Path("reports/lr") / fig).read_bytes()[:4] == b"\x89PNG"
@@ -412,3 +437,91 @@ def test_interrupting_only_the_driver_stops_the_sweep_promptly(tmp_path):
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
+
+
+class _Trial:
+    def __init__(self, trial_id, config):
+        self.trial_id, self.config = trial_id, config
+
+
+def test_asha_with_seeds_decides_on_the_mean_of_a_configurations_seeds():
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search.repeater import TRIAL_INDEX
+
+    from sslray.sweep.runner import SeedMeanASHA
+
+    asha = SeedMeanASHA(time_attr="epoch", metric="m", mode="max", max_t=4, grace_period=1, reduction_factor=2)
+    # configuration a: seeds score 0.9 and 0.1 at epoch 1 (mean 0.5); configuration b: 0.6 and 0.6
+    trials = {f"{c}{i}": _Trial(f"{c}{i}", {"lr": c, TRIAL_INDEX: i}) for c in "ab" for i in range(2)}
+    for t in trials.values():
+        asha.on_trial_add(None, t)
+    decide = {t: asha.on_trial_result(None, trials[t], {"epoch": 1, "m": v})
+              for t, v in [("b0", 0.6), ("b1", 0.6), ("a0", 0.9), ("a1", 0.1)]}
+    # a0 alone (0.9) would beat b's 0.6; judged on a's mean so far (0.9 when it arrives) it goes on,
+    # and a1 is judged on a's mean of both seeds, 0.5, below b: stopped, although a plain ASHA sees 0.1
+    assert decide["a0"] == TrialScheduler.CONTINUE
+    assert decide["a1"] == TrialScheduler.STOP
+    assert asha._rung_values[next(k for k in asha._rung_values if '"a"' in k)][1] == {"a0": 0.9, "a1": 0.1}
+
+
+def test_the_searcher_hears_one_mean_per_configuration_and_none_when_no_seed_finished():
+    from ray.tune.search import Searcher
+
+    from sslray.sweep.runner import SeedMeanRepeater
+
+    class Inner(Searcher):
+        def __init__(self):
+            super().__init__(metric="objective", mode="max")
+            self.told, self.n = [], 0
+
+        def suggest(self, trial_id):
+            self.n += 1
+            return {"lr": self.n}
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            self.told.append((trial_id, result))
+
+    inner = Inner()
+    rep = SeedMeanRepeater(inner, repeat=3)
+    configs = [rep.suggest(f"t{i}") for i in range(6)]
+    assert [c["lr"] for c in configs] == [1, 1, 1, 2, 2, 2]
+    for i, v in enumerate([0.2, None, 0.4]):  # one seed stopped early: the mean of the other two
+        rep.on_trial_complete(f"t{i}", {"objective": v} if v is not None else {"epoch": 1})
+    for i in range(3, 6):
+        rep.on_trial_complete(f"t{i}", {"epoch": 1})
+    assert inner.told[0][0] == "t0" and inner.told[0][1]["objective"] == pytest.approx(0.3)
+    assert inner.told[1] == ("t3", None)  # Optuna records PRUNED, not NaN
+
+
+def test_a_seeded_grid_study_groups_seeds_and_reports_intervals(tmp_path, monkeypatch, capsys, mlflow_runs):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    study = {**TINY_STUDY, "name": "seeded", "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1, "seeds": 2}}
+    try:
+        assert main(["sweep", _write(tmp_path / "seeded.yaml", study), "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    c, runs = mlflow_runs("seeded")
+    trials = [r for r in runs if r.data.tags.get("sslray.role") == "trial"]
+    assert len(trials) == 4
+    by_group = {}
+    for r in trials:
+        by_group.setdefault(r.data.tags["sslray.group"], []).append(r)
+    assert len(by_group) == 2  # two learning rates, two seeds each
+    for group in by_group.values():
+        assert len({r.data.params["optim.lr"] for r in group}) == 1
+        assert sorted(r.data.params["seed"] for r in group) == ["0", "1"]
+        assert sorted(r.data.tags["sslray.seed_index"] for r in group) == ["0", "1"]
+    capsys.readouterr()
+    assert main(["report", "seeded"]) == 0
+    out = capsys.readouterr().out
+    assert "mean ± half-width of the 95 % Student-t interval over seeds" in out
+    for lr, group in by_group.items():
+        vals = [r.data.metrics["transfer/res3/top1"] for r in group]
+        lr = float(group[0].data.params["optim.lr"])
+        row = next(line for line in out.splitlines() if line.startswith("rotation") and f"lr={lr:.3g} " in line)
+        assert f"{100 * sum(vals) / 2:.1f} ± " in row and "  2 " in row
+    answer = next(line for line in out.splitlines() if line.startswith("answer (transfer/res3/top1): "))
+    assert "separable" in answer
+    assert (tmp_path / "reports" / "seeded" / "per_layer_best.png").stat().st_size > 1000

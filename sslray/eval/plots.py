@@ -7,8 +7,12 @@ saves them.
 from __future__ import annotations
 
 
-def plot_per_layer(results: dict[str, dict[str, float]], title: str = "", chance: float | None = None):
-    """``results = {series: {layer: top1}}`` -> a matplotlib figure of top-1 (%) by layer."""
+def plot_per_layer(results: dict[str, dict[str, float]], title: str = "", chance: float | None = None,
+                   bands: dict[str, dict[str, tuple[float, float]]] | None = None):
+    """``results = {series: {layer: top1}}`` -> a matplotlib figure of top-1 (%) by layer.
+
+    ``bands = {series: {layer: (lo, hi)}}`` draws each series' confidence interval as error bars
+    and a shaded band around its line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +24,14 @@ def plot_per_layer(results: dict[str, dict[str, float]], title: str = "", chance
     for name, per_layer in results.items():
         layers = [layer for layer in LAYERS if layer in per_layer]
         ys = [100 * per_layer[layer] for layer in layers]
-        ax.plot(layers, ys, marker="o", label=name)
+        line, = ax.plot(layers, ys, marker="o", label=name)
+        band = (bands or {}).get(name) or {}
+        if all(layer in band for layer in layers) and band:
+            lo = [100 * band[layer][0] for layer in layers]
+            hi = [100 * band[layer][1] for layer in layers]
+            ax.fill_between(range(len(layers)), lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+            ax.errorbar(layers, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
+                        fmt="none", ecolor=line.get_color(), capsize=3, lw=1)
         for x, y in zip(layers, ys):
             ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=7)
     if chance is not None:

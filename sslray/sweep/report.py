@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import LAYERS
 from ..errors import UserError
+from ..stats import METHOD, interval, separability
 from ..table import layer_table
 from ..tracking import Store, store_exists, tracking_uri, writable
 from ..tracking.ui import compare_url, runs_url, ui_url
@@ -62,6 +63,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         rows.append({"run": r.info.run_id, "trial": r.data.tags.get("sslray.trial_id", "")[-5:],
                      "method": prm.get("method", "?"),
                      "reason": StopReason.of(r.data.tags) or StopReason(Stop.RUNNING),
+                     "seed": _num(prm.get("seed", 0)),
                      "swept": {k: _num(prm.get(k)) for k in swept if k in prm},
                      "objective": m.get(metric),
                      "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
@@ -76,19 +78,53 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         sw = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items())
         return f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{r['reason'].label():<10}"
 
-    print(layer_table([(label(r), r["transfer"]) for r in rows], corner=f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}",
-                      layers=LAYERS, label_width=68))
+    done = [r for r in rows if r["objective"] is not None]
+    configs = configurations(done, study.report.confidence, mode)
+    frame = frame_of(parent, store)
+    seeded = study.budget.seeds > 1 or any(c["n"] > 1 for c in configs)
+    if not seeded:
+        table = [(label(r), r["transfer"]) for r in rows]
+        table += [(f"{'':<7}{m:<13}{'(' + role + ')':<38}{'':<10}", v) for (m, role), v in frame.items()]
+        print(layer_table(table, corner=f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}", layers=LAYERS,
+                          label_width=68))
+    else:  # the seeds of a configuration are one row: mean ± interval, never rivals
+        stops = ", ".join(f"{n} {what}" for what, n in _count(r["reason"].label() for r in rows).items())
+        print(f"runs: {len(rows)} ({stops}); each row: a configuration's completed seeds, "
+              f"mean ± half-width of the {round(100 * study.report.confidence)} % {METHOD}")
+        table = [(f"{c['method']:<13}{_swept(c['swept'])[:37]:<38}{c['n']:>3}", c["intervals"]) for c in configs]
+        table += [(f"{m:<13}{'(' + role + ')':<38}{1:>3}", {k: interval([x]) for k, x in v.items() if x is not None})
+                  for (m, role), v in frame.items()]
+        print(layer_table(table, corner=f"{'method':<13}{'swept':<38}{'n':>3}", layers=LAYERS, label_width=56,
+                          cell=lambda i: i.text()))
     for r in rows:
         if r["reason"].stop is Stop.FAILED:
             print(f"  trial {r['trial']} {r['reason'].text()}")
-    done = [r for r in rows if r["objective"] is not None]
-    best = done[0] if done else None
+    best = configs[0] if configs else None
     if best:
-        print(f"best: {best['method']} {best['swept']}  {metric} = {100 * best['objective']:.1f}%  (run {best['run']})")
+        obj = best["objective"]
+        seeds = f", {best['n']} seeds" if best["n"] > 1 else ", one seed"
+        print(f"best: {best['method']} {_swept(best['swept'])}  {metric} = {obj.text()}%{seeds}  "
+              f"(run {best['runs'][0]['run']})")
+        layer = metric.split("/")[1] if metric.startswith("transfer/") and metric.count("/") == 2 else None
+        for (m, role), per in frame.items():
+            if layer and per.get(layer) is not None:
+                print(f"against the {role} ({m}, {100 * per[layer]:.1f} at {layer}): the best configuration is "
+                      f"{_against(obj, per[layer])}")
+    def named(c):
+        return f"{c['method']} {_swept(c['swept'])}".strip(), c["objective"]
+
+    if len(configs) > 1:
+        print(f"answer ({metric}): " + separability(named(configs[0]), named(configs[1]), mode))
+    best_of_method = {}
+    for c in configs:  # best first
+        best_of_method.setdefault(c["method"], c)
+    if len(best_of_method) > 1 and configs[1]["method"] == configs[0]["method"]:  # else: the line above
+        first, second = list(best_of_method.values())[:2]
+        print("between methods (the best configuration of each): " + separability(named(first), named(second), mode))
     if "invariance" in families:
         _print_invariance(done)
     out = Path(out_dir) / name
-    figures = _plots(name, done, x_key, out, families) if done else []
+    figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
     for f in figures:
         store.log_artifact(parent.info.run_id, f, "report")
     for f in figures:
@@ -99,7 +135,61 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         urls["compare"] = compare_url(base, [r.info.run_id for r in children], [exp])
     for what, url in urls.items():
         print(f"MLflow {what}: {url}")
-    return {"best": best, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
+    return {"best": best, "configurations": configs, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
+
+
+def frame_of(parent, store) -> dict[tuple[str, str], dict[str, float | None]]:
+    """The study's floor and ceiling: ``{("random", "floor"): {layer: top1}, ...}`` from the
+    baseline runs its parent run names (``sslray.floor_run``, ``sslray.ceiling_run``)."""
+    out = {}
+    for role, method in (("floor", "random"), ("ceiling", "supervised")):
+        run_id = parent.data.tags.get(f"sslray.{role}_run")
+        if run_id and store.has_run(run_id):
+            m = store.run(run_id).data.metrics
+            out[(method, role)] = {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS}
+    return out
+
+
+def configurations(done: list[dict], level: float, mode: str = "max") -> list[dict]:
+    """The completed runs grouped by configuration (method and swept values; seeds apart), best
+    mean objective first: each with its runs, ``n``, the objective's and every layer's interval, and
+    a ``row`` (means, bands, the first seed's invariance) for the figures."""
+    groups: dict[str, list[dict]] = {}
+    for r in done:
+        groups.setdefault(f"{r['method']}|{sorted(r['swept'].items())}", []).append(r)
+    out = []
+    for runs in groups.values():
+        per = {layer: interval([r["transfer"][layer] for r in runs if r["transfer"][layer] is not None], level)
+               for layer in LAYERS if any(r["transfer"][layer] is not None for r in runs)}
+        first = runs[0]
+        out.append({"method": first["method"], "swept": first["swept"], "runs": runs, "n": len(runs),
+                    "objective": interval([r["objective"] for r in runs], level), "intervals": per,
+                    "row": {**first, "transfer": {layer: per[layer].mean if layer in per else None for layer in LAYERS},
+                            "band": {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None}}})
+    out.sort(key=lambda c: -c["objective"].mean if mode == "max" else c["objective"].mean)
+    return out
+
+
+def _against(obj, value: float) -> str:
+    """Where a configuration's interval lies against a floor's or ceiling's single value."""
+    if obj.half is None:
+        return "above it (one seed, no interval)" if obj.mean > value else "not above it (one seed, no interval)"
+    if obj.lo > value:
+        return "above it, separably"
+    if obj.hi < value:
+        return "below it, separably"
+    return "not separable from it at this budget"
+
+
+def _swept(swept: dict) -> str:
+    return " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in swept.items())
+
+
+def _count(items) -> dict:
+    out: dict = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
 
 
 def _group(r: dict, x_key: str | None) -> str:
@@ -150,8 +240,34 @@ def _save(fig, path: Path, figures: list[Path], title: str | None = None) -> Non
     figures.append(path)
 
 
+def _frame_lines(ax, frame: dict, layer: str | None = None) -> None:
+    """Floor and ceiling: per-layer curves (``layer=None``) or one layer's horizontal lines, drawn
+    over what the axes already hold; the region below the floor is shaded."""
+    floor = None
+    for (method, role), per in frame.items():
+        style = {"color": "grey", "ls": ":" if role == "floor" else "--", "lw": 1.2}
+        if layer is None:
+            layers = [lay for lay in LAYERS if per.get(lay) is not None]
+            ys = [100 * per[lay] for lay in layers]
+            ax.plot(layers, ys, label=f"{method} ({role})", **style)
+            if role == "floor":
+                floor = ys
+        elif per.get(layer) is not None:
+            ax.axhline(100 * per[layer], label=f"{method} ({role}), {layer}", **style)
+            if role == "floor":
+                floor = 100 * per[layer]
+    if floor is not None:
+        bottom, top = ax.get_ylim()
+        if layer is None:
+            ax.fill_between(range(len(floor)), bottom, floor, color="grey", alpha=0.1, lw=0)
+        else:
+            ax.axhspan(bottom, floor, color="grey", alpha=0.1, lw=0)
+        ax.set_ylim(bottom, top)
+
+
 def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
-           families: list[str] = ("transfer", "knn")) -> list[Path]:
+           families: list[str] = ("transfer", "knn"), frame: dict | None = None,
+           metric: str = "") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,9 +290,16 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                 if any(y is None for y in ys):
                     continue
                 xv = [xs[i] if numeric else str(xs[i]) for i in order]
-                ax.plot(xv, [100 * y for y in ys], marker="o", label=layer)
+                line, = ax.plot(xv, [100 * y for y in ys], marker="o", label=layer)
+                bands = [rs[i].get("band", {}).get(layer) for i in order]
+                if all(bands):
+                    ax.fill_between(xv if numeric else range(len(xv)), [100 * b[0] for b in bands],
+                                    [100 * b[1] for b in bands], color=line.get_color(), alpha=0.08, lw=0)
             if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
                 ax.set_xscale("log")
+            parts = metric.split("/")
+            if frame and len(parts) == 3 and parts[0] == "transfer":
+                _frame_lines(ax, frame, parts[1])
             ax.set_title(f"{method}", fontsize=9)
             ax.set_xlabel(x_key.split(".")[-1])
             _style(ax, "linear probe top-1 (%)")
@@ -186,8 +309,19 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
         layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]
         if x_key in best["swept"]:
             label += f" ({x_key.split('.')[-1]}={_fmt(best['swept'][x_key])})"
-        ax.plot(layers, [100 * best["transfer"][layer] for layer in layers], marker="o", label=label[:48])
-    ax.set_title(f"{name}: best trial of each variant, by layer", fontsize=10)
+        ys = [100 * best["transfer"][layer] for layer in layers]
+        band = best.get("band", {})
+        if all(layer in band for layer in layers):
+            err = [[y - 100 * band[layer][0] for y, layer in zip(ys, layers)],
+                   [100 * band[layer][1] - y for y, layer in zip(ys, layers)]]
+            ax.errorbar(layers, ys, yerr=err, marker="o", capsize=3, label=label[:48])
+        else:
+            ax.plot(layers, ys, marker="o", label=label[:48])
+    if frame:
+        _frame_lines(ax, frame)
+    seeded = any(r.get("band") for r in best_of.values())
+    ax.set_title(f"{name}: best {'configuration' if seeded else 'trial'} of each variant, by layer"
+                 + ("\n(mean and 95 % interval over seeds)" if seeded else ""), fontsize=9)
     _style(ax, "linear probe top-1 (%)")
     _save(fig, out / "per_layer_best.png", figures)
     transforms = _transforms(rows) if "invariance" in families else []

@@ -9,13 +9,18 @@ its own checkpoint; ``--resume`` restores the Tune experiment and finishes only 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Repeater
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.repeater import TRIAL_INDEX
 
+from ..config import group_id
 from ..errors import UserError
 from ..tracking import RunDir, Store, Tracker
 from .stops import Stop, StopReason, failure
@@ -36,6 +41,55 @@ class FinalMetricOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if self.metric in result:
             super().on_trial_result(trial_id, result)
+
+
+SEED_INDEX = "seed_index"  # a grid's seed axis; TPE's repeats carry Repeater's TRIAL_INDEX
+
+
+def seed_index(config: dict) -> int:
+    return int(config.get(TRIAL_INDEX, config.get(SEED_INDEX, 0)))
+
+
+def configuration(config: dict) -> str:
+    """A trial's configuration without its seed: what the seeds of one configuration share."""
+    return json.dumps({k: v for k, v in config.items() if k not in (TRIAL_INDEX, SEED_INDEX)},
+                      sort_keys=True, default=str)
+
+
+class SeedMeanRepeater(Repeater):
+    """Ray Tune's Repeater (each configuration suggested ``seeds`` times, the searcher told the mean
+    of their objectives), except that a configuration none of whose seeds reached the objective
+    (all stopped by ASHA or failed) is reported without one, so Optuna records it as PRUNED
+    instead of a NaN."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs) -> None:
+        group = self._trial_id_to_group[trial_id]
+        group.report(trial_id, result[self.searcher.metric] if result and self.searcher.metric in result
+                     else float("nan"))
+        if group.finished_reporting():
+            scores = [v for v in group.scores() if not math.isnan(v)]
+            self.searcher.on_trial_complete(group.primary_trial_id,
+                                            result={self.searcher.metric: sum(scores) / len(scores)} if scores else None,
+                                            **kwargs)
+
+
+class SeedMeanASHA(ASHAScheduler):
+    """ASHA that decides on a configuration, not a seed: at each rung a trial's metric is replaced
+    by the mean, over the seeds of its configuration that have reached that rung, of their
+    metric there. A configuration's seeds start together, so they reach a rung close in time; the
+    first to arrive is judged on the seeds present then (itself at least)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._rung_values: dict[str, dict[Any, dict[str, float]]] = {}
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        t, v = result.get(self._time_attr), result.get(self._metric)
+        if t is not None and v is not None:
+            at = self._rung_values.setdefault(configuration(trial.config), {}).setdefault(t, {})
+            at[trial.trial_id] = v
+            result = {**result, self._metric: sum(at.values()) / len(at)}
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 class DefineByRun:
@@ -67,7 +121,10 @@ def grid_points(study: Study) -> list[dict]:
 def grid_space(study: Study) -> dict:
     from ray import tune
 
-    return {"point": tune.grid_search(grid_points(study))}
+    space = {"point": tune.grid_search(grid_points(study))}
+    if study.budget.seeds > 1:
+        space[SEED_INDEX] = tune.grid_search(list(range(study.budget.seeds)))
+    return space
 
 
 class TuneReporter:
@@ -96,7 +153,7 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
 
     study = Study.model_validate_json(study_json)
     trial_id = ray.tune.get_context().get_trial_id()
-    sampled = dict(config.get("point", config))  # grid search: one enumerated point
+    sampled = {k: v for k, v in config.get("point", config).items() if k not in (TRIAL_INDEX, SEED_INDEX)}
     method = sampled.pop("method")
     overrides = trial_overrides(study, sampled)
     b = study.budget
@@ -106,11 +163,16 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
                       "run.threads": max(1, int(b.cpus_per_trial))})
     if b.data_cpus_per_trial:
         overrides["data.cpus_per_worker"] = b.data_cpus_per_trial
-    built = build_run(build_config(method, overrides))
+    cfg = build_config(method, overrides)
+    if seed_index(config):  # the configuration's n-th seed: run.seed + n
+        overrides["run.seed"] = cfg.seed + seed_index(config)
+        cfg = build_config(method, overrides)
+    built = build_run(cfg)
     run_dir = RunDir(Path(root) / "trials" / trial_id)
     resume = run_dir if run_dir.has(RunDir.META) else None
     tags = {"mlflow.parentRunId": parent_id, "sslray.study": study.name, "sslray.trial_id": trial_id,
-            "sslray.role": "trial", **StopReason(Stop.RUNNING).tags()}
+            "sslray.role": "trial", "sslray.group": group_id(cfg.model_dump()),
+            "sslray.seed_index": str(seed_index(config)), **StopReason(Stop.RUNNING).tags()}
     store = Store(uri)
     try:
         result = run(built, resume=resume, progress=False, run_dir=run_dir, tags=tags, reporter=TuneReporter(), uri=uri)
@@ -161,7 +223,7 @@ def concurrency(study: Study) -> int:
         per = b.gpus_per_trial if kind == "GPU" else b.cpus_per_trial + b.data_cpus_per_trial
         raise UserError(f"study {study.name}: budget needs {need:g} {kind}s per trial "
                         f"({b.workers_per_trial} workers x {per:g}); the cluster has {have:g}")
-    return max(1, min(n, b.max_concurrent or n, b.trials))
+    return max(1, min(n, b.max_concurrent or n, b.trials * b.seeds))
 
 
 def sweep(study: Study, address: str | None = None, resume: bool = False, output_dir: str = "runs",
@@ -169,7 +231,7 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     """Run a study (MLflow store ``uri``, default :func:`~sslray.tracking.tracking_uri`); returns
     ``{"parent_run_id", "trials", "best", "errors"}``."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
 
     from ..cluster import connect
@@ -189,6 +251,13 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     store = Store(uri)
     parent_id = _parent_run(study, resume, store)
     root.mkdir(parents=True, exist_ok=True)
+    if study.baselines:
+        from .baselines import ROLES, ensure_baselines
+
+        found, problems = ensure_baselines(study, store, root)
+        store.set_tags(parent_id, {f"sslray.{ROLES[m]}_run": run_id for m, run_id in found.items()})
+        for p in problems:
+            print(f"warning: {p}; the report will show no {p.split()[1]}", flush=True)
     trainable = tune.with_parameters(trial_fn, study_json=study.model_dump_json(), parent_id=parent_id,
                                      uri=store.uri, root=str(root))
     resources = {"CPU": b.cpus_per_trial, "GPU": b.gpus_per_trial} if b.workers_per_trial == 1 else {"CPU": 0}
@@ -202,15 +271,20 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
             es = study.early_stopping
             # rungs lie below max_t = the last epoch, whose report is the final one (after the
             # per-layer evaluation), so a trial that survives every rung is always evaluated
-            scheduler = (ASHAScheduler(time_attr="epoch", metric=es.metric, mode=es.mode, max_t=b.epochs,
-                                       grace_period=min(es.grace_epochs, b.epochs), reduction_factor=es.reduction_factor)
+            asha = SeedMeanASHA if b.seeds > 1 else ASHAScheduler
+            scheduler = (asha(time_attr="epoch", metric=es.metric, mode=es.mode, max_t=b.epochs,
+                              grace_period=min(es.grace_epochs, b.epochs), reduction_factor=es.reduction_factor)
                          if es and study.search == "tpe" else FIFOScheduler())
             if study.search == "grid":
                 param_space, search_alg, samples = grid_space(study), None, 1
             else:
                 searcher = FinalMetricOptunaSearch(DefineByRun(study), metric=OBJECTIVE, mode=study.objective.mode,
                                              seed=study.seed, study_name=study.name)
-                param_space, search_alg, samples = None, ConcurrencyLimiter(searcher, max_concurrent=n_conc), b.trials
+                # the seeds of a configuration are suggested together; Optuna hears their mean
+                search_alg = ConcurrencyLimiter(searcher, max_concurrent=max(1, -(-n_conc // b.seeds)))
+                if b.seeds > 1:
+                    search_alg = SeedMeanRepeater(search_alg, repeat=b.seeds, set_index=True)
+                param_space, samples = None, b.trials * b.seeds
             tuner = tune.Tuner(
                 trainable, param_space=param_space,
                 # reuse_actors: a trial process keeps its imports (torch, MLflow, Tune: ~7 s here)
@@ -228,7 +302,8 @@ def finalize(study: Study, parent_id: str, store: Store) -> dict:
     """Give every child run its stop reason and status; return the best completed trial."""
     exp = store.experiment(study.name)
     children = store.children(exp, parent_id)
-    best, sign = None, 1 if study.objective.mode == "max" else -1
+    sign = 1 if study.objective.mode == "max" else -1
+    done: dict[str, list] = {}  # configuration (sslray.group) -> its completed runs
     for r in children:
         reason = StopReason.of(r.data.tags) or StopReason(Stop.RUNNING)
         if reason.stop is Stop.RUNNING:
@@ -242,13 +317,16 @@ def finalize(study: Study, parent_id: str, store: Store) -> dict:
                     store.set_status(r.info.run_id, "KILLED")
             store.set_tags(r.info.run_id, reason.tags())
         value = r.data.metrics.get(study.objective.metric)
-        if reason.stop is Stop.COMPLETED and value is not None and (best is None or sign * value > sign * best[1]):
-            best = (r, value)
+        if reason.stop is Stop.COMPLETED and value is not None:
+            done.setdefault(r.data.tags.get("sslray.group", r.info.run_id), []).append((r, value))
     store.set_status(parent_id, "FINISHED")
     out = {"trials": len(children), "best": None}
-    if best:
-        r, value = best
-        out["best"] = {"run_id": r.info.run_id, study.objective.metric: value, "method": r.data.params.get("method"),
+    if done:  # the best configuration by the mean of its seeds; its best seed's run stands for it
+        runs = max(done.values(), key=lambda rs: sign * sum(v for _, v in rs) / len(rs))
+        r, _ = max(runs, key=lambda rv: sign * rv[1])
+        value = sum(v for _, v in runs) / len(runs)
+        out["best"] = {"run_id": r.info.run_id, study.objective.metric: value, "seeds": len(runs),
+                       "method": r.data.params.get("method"),
                        "params": {k: r.data.params.get(k) for k in swept_param_names(study)}}
         store.set_tags(parent_id, {"sslray.best_run": r.info.run_id})
         store.log_metrics(parent_id, {f"best/{study.objective.metric}": value})

@@ -105,7 +105,9 @@ class SearchSpace(Strict):
 
 
 class Budget(Strict):
-    trials: int = Field(8, ge=1)
+    trials: int = Field(8, ge=1, description="configurations tried (TPE); a grid tries all of its points")
+    seeds: int = Field(1, ge=1, description="training seeds per configuration (run.seed, run.seed+1, ...): its "
+                                            "runs share an sslray.group tag, the searcher and ASHA see their mean")
     epochs: int = Field(3, ge=1, description="pretraining epochs per trial")
     workers_per_trial: int = Field(1, ge=1)
     cpus_per_trial: float = Field(1, gt=0, description="CPUs per worker")
@@ -132,6 +134,7 @@ class EarlyStopping(Strict):
 
 class Report(Strict):
     x: str | None = Field(None, description="the swept parameter to plot against")
+    confidence: float = Field(0.95, gt=0, lt=1, description="level of the intervals over seeds")
     families: list[Literal["transfer", "knn", "invariance"]] = Field(default_factory=lambda: ["transfer", "knn"])
 
 
@@ -148,6 +151,8 @@ class Study(Strict):
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     search: Literal["tpe", "grid"] = "tpe"
     report: Report = Field(default_factory=Report)
+    baselines: bool = Field(True, description="floor and ceiling: the random and supervised trunks at the study's "
+                                              "data, trunk and evaluation settings, run once and reused")
     seed: int = 0
     #: resolved search space (filled by :func:`load_study`)
     space: SearchSpace | None = None

@@ -11,7 +11,7 @@ from ..tracking import RunDir, Tracker
 
 def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker,
                         progress: bool = True) -> dict[str, float]:
-    result = evaluate(trunk, train, test, cfg.eval, seed=cfg.seed,
+    result = evaluate(trunk, train, test, cfg.eval, seed=cfg.eval.seed,
                       title=f"{cfg.method} on {cfg.data.name}: top-1 by layer ({cfg.epochs} epochs)",
                       cache_dir=run_dir.features, cache_key=f"{tracker.run_id}|{cfg.epochs}")
     tracker.log_metrics(result.metrics)
