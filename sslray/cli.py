@@ -323,8 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
         return 130
-    except FloatingPointError as e:  # a diverged run: recorded FAILED in MLflow; the message says where
-        print(f"sslray: the run diverged: {str(e).splitlines()[0]} (recorded as FAILED)", file=sys.stderr)
+    except FloatingPointError as e:  # a diverged (or collapsed) run: recorded FAILED in MLflow; the message says where
+        what = "collapsed" if type(e).__name__ == "Collapsed" else "diverged"
+        print(f"sslray: the run {what}: {str(e).splitlines()[0]} (recorded as FAILED)", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `sslray compare ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

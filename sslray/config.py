@@ -128,6 +128,13 @@ class EvalConfig(Strict):
                             "never held (VISSL's multi-head protocol); auto: streamed for a streamed collection")
     subset: PositiveInt = Field(10000, description="streamed: images (class-balanced) of each split held in memory "
                                                   "for kNN and invariance")
+    health: bool = Field(True, description="per-epoch representation health of pooled res5 on a fixed subset: "
+                                           "health/std, health/rank (RankMe), health/alignment, health/uniformity")
+    health_size: PositiveInt = Field(512, description="health: training images (and one augmented view of each)")
+    collapse_rank: float = Field(1.5, ge=0, description="collapsed when health/rank falls below this")
+    collapse_std: float = Field(0.1, ge=0, description="collapsed when train/embed_std x sqrt(embedding dim) falls "
+                                                      "below this (1 = spread over the sphere, 0 = one point)")
+    stop_on_collapse: bool = Field(False, description="end a collapsed run (exit 1) instead of only saying so")
     seed: int = Field(0, description="seed of the evaluation (probe heads' initialisation and batch order, kNN and "
                                      "invariance subsets), kept apart from run.seed: runs with different run.seed "
                                      "differ in their pretraining alone")

@@ -27,6 +27,9 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
             assert 0.0 <= v <= 1.0
     assert [m.step for m in c.get_metric_history(run.info.run_id, "train/loss")] == [0, 1]
     assert 0 < run.data.metrics["train/acc"] <= 1
+    for key in ("health/std", "health/rank", "health/alignment", "health/uniformity"):  # every epoch
+        assert [m.step for m in c.get_metric_history(run.info.run_id, key)] == [0, 1], key
+    assert 1.5 < run.data.metrics["health/rank"] <= 64 and "sslray.collapsed" not in run.data.tags
     p = run.data.params
     assert p["method"] == "rotation" and p["epochs"] == "2" and p["trunk.width"] == "0.125"
     assert p["optim.batch_size"] == "50" and float(p["resolved.optim.effective_lr"]) == pytest.approx(0.1 * 50 / 256)
@@ -60,6 +63,23 @@ def test_bad_seeds_are_one_line(argv, phrase, capsys):
     err = capsys.readouterr().err.strip()
     assert phrase in err and "\n" not in err
     assert not Path("runs").exists() and not Path("mlflow.db").exists()
+
+
+def test_a_collapse_is_one_line_and_a_tag_and_with_stop_on_collapse_ends_the_run(mlflow_runs, capsys):
+    # a threshold above any possible rank makes every epoch a collapse: the signal, not the trunk, is tested
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "2", "--no-eval",
+                  "--set", "eval.collapse_rank=1000") == 0
+    out = capsys.readouterr().out
+    assert out.count("collapse: rotation at epoch 1: effective rank of pooled res5 features") == 1  # said once
+    c, runs = mlflow_runs()
+    assert runs[0].data.tags["sslray.collapsed"].startswith("epoch 1: effective rank")
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "2", "--no-eval",
+                  "--set", "eval.collapse_rank=1000", "--set", "eval.stop_on_collapse=true") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sslray: the run collapsed: rotation collapsed at epoch 1") and "\n" not in err
+    c, runs = mlflow_runs()
+    assert runs[0].info.status == "FAILED"
+    assert [m.step for m in c.get_metric_history(runs[0].info.run_id, "train/loss")] == [0]  # logged, then stopped
 
 
 def test_resume_continues_from_the_saved_epoch_like_an_uninterrupted_run(mlflow_runs, monkeypatch):

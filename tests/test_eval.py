@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sslray.config import EvalConfig
@@ -52,3 +53,27 @@ def test_probe_protocol_states_pooling_and_dims():
     proto = probe_protocol(trunk, 32, EvalConfig())
     assert proto["probe/conv1/pool"] == "avg 16x32x32 -> 16x24x24" and proto["probe/conv1/dim"] == 9216
     assert proto["probe/res5/dim"] == 128 * 4 * 4
+
+
+def test_health_tells_a_spread_representation_from_a_collapsed_one():
+    import math
+
+    from sslray.eval.health import collapse, effective_rank, representation_health
+
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 64, generator=g)
+    h = representation_health(spread, spread)
+    assert 0.9 < h["health/std"] < 1.1  # isotropic: std of normalised features ~ 1/sqrt(D)
+    assert 40 < h["health/rank"] <= 64 and h["health/alignment"] == pytest.approx(0, abs=1e-6)
+    assert h["health/uniformity"] < -3  # pairs far apart on the sphere
+    one_point = torch.ones(512, 64) + 1e-6 * torch.randn(512, 64, generator=g)
+    c = representation_health(one_point, one_point.flip(0))
+    assert c["health/std"] < 1e-3 and c["health/rank"] < 1.01 and c["health/uniformity"] > -1e-3
+    assert effective_rank(torch.eye(8)) == pytest.approx(8, rel=1e-6)  # equal singular values: full rank
+    two = torch.cat([torch.randn(256, 1, generator=g) * torch.eye(64)[0], torch.randn(256, 1, generator=g) * torch.eye(64)[1]])
+    assert effective_rank(two) == pytest.approx(2, rel=0.1)  # dimensional collapse onto 2 directions
+    # the rule: rank below eval.collapse_rank, or an embedding's std x sqrt(D) below eval.collapse_std
+    assert collapse(c, None, 1.5, 0.1).startswith("effective rank of pooled res5 features 1.00")
+    assert collapse(h, 128, 1.5, 0.1) is None
+    assert "std of the normalised embeddings" in collapse({**h, "train/embed_std": 0.005}, 128, 1.5, 0.1)
+    assert collapse({**h, "train/embed_std": 0.5 / math.sqrt(128)}, 128, 1.5, 0.1) is None

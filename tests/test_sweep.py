@@ -525,3 +525,20 @@ def test_a_seeded_grid_study_groups_seeds_and_reports_intervals(tmp_path, monkey
     answer = next(line for line in out.splitlines() if line.startswith("answer (transfer/res3/top1): "))
     assert "separable" in answer
     assert (tmp_path / "reports" / "seeded" / "per_layer_best.png").stat().st_size > 1000
+
+
+def test_a_study_stops_collapsed_trials_and_reports_them(tmp_path, monkeypatch, capsys):
+    import ray
+
+    monkeypatch.chdir(tmp_path)
+    # a threshold above any rank: every trial collapses at its first epoch, of two
+    study = {**TINY_STUDY, "name": "coll", "budget": {"trials": 1, "epochs": 2, "cpus_per_trial": 1},
+             "config": {**TINY_STUDY["config"], "eval.collapse_rank": 1000}}
+    try:
+        assert main(["sweep", _write(tmp_path / "coll.yaml", study), "--quiet"]) == 0
+    finally:
+        ray.shutdown()
+    capsys.readouterr()
+    assert main(["report", "coll"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("coll@1") == 2 and "best:" not in out

@@ -177,6 +177,11 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     try:
         result = run(built, resume=resume, progress=False, run_dir=run_dir, tags=tags, reporter=TuneReporter(), uri=uri)
     except Exception as e:  # a diverged or broken trial: say why on its MLflow run, then let Tune see it
+        if type(e).__name__ == "Collapsed" and run_dir.has(RunDir.META):  # stopped early, not an error
+            store.set_tags(run_dir.mlflow_run_id, StopReason(Stop.COLLAPSED, getattr(e, "epoch", None),
+                                                             getattr(e, "why", "")).tags())
+            store.set_status(run_dir.mlflow_run_id, "KILLED")
+            return  # Tune sees a trial without the objective: Optuna records it as pruned
         if run_dir.has(RunDir.META):
             store.set_tags(run_dir.mlflow_run_id, failure(e).tags())
         raise

@@ -15,6 +15,7 @@ class Stop(str, Enum):
     EARLY_STOPPED = "early-stopped"  # by ASHA, after ``epoch`` epochs
     FAILED = "failed"  # with ``error``
     INTERRUPTED = "interrupted"  # the sweep was stopped, after ``epoch`` epochs
+    COLLAPSED = "collapsed"  # its representation collapsed at ``epoch``: stopped (``error`` says how)
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,14 @@ class StopReason:
             return f"stopped after epoch {self.epoch} (the sweep was interrupted)"
         if self.stop is Stop.FAILED and self.error:
             return f"failed: {self.error}"
+        if self.stop is Stop.COLLAPSED:
+            return f"collapsed at epoch {self.epoch}: stopped ({self.error})" if self.error else "collapsed"
         return self.stop.value
 
     def label(self) -> str:
         """A few characters for a table: done, failed, ASHA@<epoch>, stopped, running."""
+        if self.stop is Stop.COLLAPSED:
+            return f"coll@{self.epoch}"
         return {Stop.COMPLETED: "done", Stop.FAILED: "failed", Stop.INTERRUPTED: "stopped",
                 Stop.RUNNING: "running"}.get(self.stop) or f"ASHA@{self.epoch}"
 

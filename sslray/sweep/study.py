@@ -151,6 +151,8 @@ class Study(Strict):
     early_stopping: EarlyStopping | None = Field(default_factory=EarlyStopping)
     search: Literal["tpe", "grid"] = "tpe"
     report: Report = Field(default_factory=Report)
+    stop_collapsed: bool = Field(True, description="end a trial whose representation collapses (eval.collapse_rank, "
+                                                   "eval.collapse_std) at that epoch, recorded as collapsed")
     baselines: bool = Field(True, description="floor and ceiling: the random and supervised trunks at the study's "
                                               "data, trunk and evaluation settings, run once and reused")
     seed: int = 0
@@ -227,6 +229,8 @@ def trial_overrides(study: Study, sampled: dict[str, Any]) -> dict[str, Any]:
     out = {f"data.{k}": v for k, v in study.data.items()}
     out.update(study.config)
     out["run.epochs"] = study.budget.epochs
+    if study.stop_collapsed:
+        out.setdefault("eval.stop_on_collapse", True)
     if study.early_stopping and study.early_stopping.metric.startswith("monitor/"):
         out["eval.monitor"] = True
     out.update({k: v for k, v in sampled.items() if k != "method"})

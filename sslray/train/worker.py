@@ -19,7 +19,8 @@ import torch
 
 from ..components.distributed import dist_context
 from ..config import RunConfig
-from ..eval.monitor import KnnMonitor
+from ..eval.health import Collapsed, collapse
+from ..eval.monitor import HealthMonitor, KnnMonitor
 from ..tracking import RunDir, Tracker
 from .build import Built, build_run
 from .checkpoint import LocalCheckpoints, RayCheckpoints
@@ -119,12 +120,25 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         log_pending(tracker, start)
     method = built.method
     monitor = KnnMonitor(built.train, built.test, cfg.eval) if cfg.eval.monitor and ctx.is_main else None
+    health = HealthMonitor(built.train, cfg.eval) if cfg.eval.health and ctx.is_main and method.trains else None
+    embed_dim = next((getattr(method.settings, k) for k in ("embed_dim", "proj_dim") if hasattr(method.settings, k)),
+                     None)
     last: dict = dict((start or {}).get("metrics") or {})
+    said = {"collapse": False}
 
     def on_epoch(epoch: int, metrics: dict, state: dict) -> None:
         logged = {f"train/{k}": v for k, v in metrics.items()}
+        stop_why = None
         if monitor:
             logged["monitor/knn_top1"] = monitor(method.trunk)
+        if health:
+            logged.update(health(method.trunk))
+            why = collapse(logged, embed_dim, cfg.eval.collapse_rank, cfg.eval.collapse_std)
+            if why and not said["collapse"]:  # once per run: one line and a tag
+                said["collapse"] = True
+                print(f"collapse: {cfg.method} at epoch {epoch + 1}: {why}", flush=True)
+                tracker.set_tags({"sslray.collapsed": f"epoch {epoch + 1}: {why}"})
+            stop_why = why if cfg.eval.stop_on_collapse else None
         state.update(config=cfg.model_dump(), mlflow_run_id=spec.run_id, metrics=logged)
         if tracker and state.get("corrupt"):
             tracker.set_tags({"sslray.data.corrupt_first": "; ".join(state["corrupt"])[:5000]})
@@ -139,6 +153,8 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
             if spec.progress:
                 print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  "
                       f"acc {100 * metrics.get('acc', float('nan')):.1f}%  {metrics['img_per_s']:.0f} img/s", flush=True)
+        if stop_why:  # logged first, so the collapse shows in MLflow; then the run ends
+            raise Collapsed(f"{cfg.method} collapsed at epoch {epoch + 1}: {stop_why}", epoch + 1, stop_why)
 
     hooks = [h for h in (_kill_hook(cfg, run_dir, ctx.rank),
                          StepRecorder(run_dir, ctx.rank) if cfg.debug.record_steps else None) if h]

@@ -1,0 +1,66 @@
+"""Representation health, per epoch: is the representation collapsing?
+
+On the pooled res5 features of a fixed training subset and of a fixed augmented copy of it:
+
+- ``health/std``: the per-dimension std of the L2-normalised features, times sqrt(D): 1 for
+  features spread evenly over the sphere, 0 when every image maps to the same point (SimSiam's
+  collapse signal, Chen & He 2021, sec. 4.1, scaled so that widths compare);
+- ``health/rank``: RankMe, the effective rank exp(entropy) of the normalised singular values of
+  the feature matrix (Garrido et al. 2023): 1 for a collapse to one direction, up to min(N, D);
+- ``health/alignment``: E ||f(x) - f(x')||^2 of normalised features of two views of one image
+  (Wang & Isola 2020; 0 = invariant to the augmentation, up to 4);
+- ``health/uniformity``: log E exp(-2 ||f(x) - f(y)||^2) over pairs of images (Wang & Isola 2020;
+  0 when all coincide, more negative = more uniform).
+
+A run *collapses* when ``health/rank`` falls below ``eval.collapse_rank`` or, for a method with an
+embedding, ``train/embed_std`` x sqrt(D) below ``eval.collapse_std``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class Collapsed(FloatingPointError):
+    """A run whose representation collapsed, ended because ``eval.stop_on_collapse`` asks it to:
+    like a diverged run, it ends in one line (exit 1) and its MLflow run is marked FAILED."""
+
+    def __init__(self, message: str, epoch: int | None = None, why: str = ""):
+        super().__init__(message)
+        self.epoch, self.why = epoch, why  # kept through pickling (an exception's __dict__ travels)
+
+
+@torch.no_grad()
+def effective_rank(f: torch.Tensor) -> float:
+    s = torch.linalg.svdvals(f.double())
+    p = s / s.sum().clamp_min(1e-12) + 1e-12
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@torch.no_grad()
+def representation_health(f: torch.Tensor, f_aug: torch.Tensor) -> dict[str, float]:
+    """``f``, ``f_aug``: (N, D) features of N images and of an augmented view of each."""
+    f, f_aug = f.float(), f_aug.float()
+    z, z_aug = F.normalize(f, dim=1), F.normalize(f_aug, dim=1)
+    d = f.shape[1]
+    sq = torch.cdist(z, z).pow(2)
+    off = ~torch.eye(len(z), dtype=torch.bool)
+    return {"health/std": float(z.std(0).mean()) * math.sqrt(d),
+            "health/rank": effective_rank(f),
+            "health/alignment": float((z - z_aug).pow(2).sum(1).mean()),
+            "health/uniformity": float(torch.logsumexp(-2 * sq[off], 0) - math.log(int(off.sum())))}
+
+
+def collapse(metrics: dict[str, float], embed_dim: int | None, min_rank: float, min_std: float) -> str | None:
+    """A one-line reason when the epoch's ``metrics`` show a collapse, else None."""
+    rank = metrics.get("health/rank")
+    if rank is not None and rank < min_rank:
+        return f"effective rank of pooled res5 features {rank:.2f} < eval.collapse_rank={min_rank:g}"
+    std = metrics.get("train/embed_std")
+    if std is not None and embed_dim and std * math.sqrt(embed_dim) < min_std:
+        return (f"std of the normalised embeddings {std * math.sqrt(embed_dim):.3f} x 1/sqrt({embed_dim}) "
+                f"< eval.collapse_std={min_std:g}")
+    return None
