@@ -282,14 +282,17 @@ def test_pirl_similarities_are_cosine_and_negative_squared_distance():
     assert torch.allclose(sim(a, bank), F.cosine_similarity(a[:, None], bank, dim=-1), atol=1e-5)
 
 
-def test_npid_estimates_z_once_and_moco_keys_follow_the_queries():
-    m = _method("npid", negatives=10)
-    assert torch.isnan(m.log_z)
-    m([torch.rand(4, 3, 32, 32)], None, torch.arange(4))
-    z = float(m.log_z)
-    assert math.isfinite(z)
-    m([torch.rand(4, 3, 32, 32)], None, torch.arange(4, 8))
-    assert float(m.log_z) == z
+def test_npid_estimates_z_on_the_first_batch_then_follows_it_and_moco_keys_follow_the_queries():
+    for momentum in (1.0, 0.99):  # 1 = the paper's Z, estimated once
+        m = _method("npid", negatives=10, z_momentum=momentum)
+        assert torch.isnan(m.log_z)
+        m([torch.rand(4, 3, 32, 32)], None, torch.arange(4))
+        z = float(m.log_z)
+        assert math.isfinite(z)
+        with torch.no_grad():  # the bank now holds this image's embedding: Z's estimate on it is larger
+            m.bank.bank.copy_(m.bank.bank[0].clone())
+        m([torch.rand(4, 3, 32, 32)], None, torch.arange(4, 8))
+        assert (float(m.log_z) == z) if momentum == 1 else (float(m.log_z) > z)
 
     moco = _method("moco", queue=16)
     assert moco.queue.size == 16 and not any(p.requires_grad for p in moco.key_trunk.parameters())
@@ -315,6 +318,38 @@ def test_steps_run_under_bfloat16_autocast_as_on_a_gpu(name, settings):
     for buf in ("bank.bank", "queue.keys"):
         if buf in m.state_dict():
             assert m.state_dict()[buf].dtype == torch.float32
+
+
+def test_npid_z_is_a_moving_average_of_n_mean_exp_computed_in_log_space():
+    m = _method("npid", negatives=10, z_momentum=0.9, temperature=0.005)
+    n = m.info.num_train
+    m._track_z(torch.full((4, 10), 0.5, dtype=torch.float64))
+    assert float(m.log_z) == pytest.approx(0.5 / 0.005 + math.log(n))
+    # s / tau = 180: exp overflows float32 (the estimate was inf before it was taken in log space)
+    m._track_z(torch.full((4, 10), 0.9))
+    want = math.log(0.9 * math.exp(100) + 0.1 * math.exp(180)) + math.log(n)
+    assert float(m.log_z) == pytest.approx(want, rel=1e-6)
+
+
+def test_npid_nce_short_run_loss_falls_and_embeddings_do_not_collapse():
+    """Issue 14: with Z estimated once, on the first batch against the random initial bank, Z was
+    e^5-e^9 too small as soon as the bank held the trunk's embeddings; the NCE noise term then
+    outweighed the positive hundreds of times and the loss rose (here 230 -> 1,453 in five epochs,
+    embedding std 0.023 in the last two) instead of falling."""
+    from sslray.train.build import build_config, build_run
+    from sslray.train.loop import fit
+
+    cfg = build_config("npid", {"data.limit": 512, "data.test_limit": 100, "trunk.width": 0.125,
+                                "optim.batch_size": 64, "epochs": 5})
+    assert cfg.settings["loss"] == "nce"
+    built = build_run(cfg)
+    hist = []
+    fit(cfg, built.method, built.train, on_epoch=lambda epoch, metrics, state: hist.append(metrics), progress=False)
+    loss = [h["loss"] for h in hist]
+    assert loss[-1] < 0.7 * loss[0] and loss[-1] < loss[-2] < loss[-3], loss
+    collapse = 0.3 / math.sqrt(built.method.settings.embed_dim)  # spread over the sphere: 1 / sqrt(D)
+    assert all(h["embed_std"] > collapse for h in hist[-2:]), [h["embed_std"] for h in hist]
+    assert all(math.isfinite(h["log_z"]) for h in hist)
 
 
 # ---- end to end through the CLI ---------------------------------------------------------------

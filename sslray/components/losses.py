@@ -22,9 +22,10 @@ def npid_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, log_
     The non-parametric softmax ``P(i|v) = exp(v_i . v / tau) / Z`` is fitted as a binary
     "data or noise" problem against the uniform noise ``P_n = 1/n``: with ``K`` noise samples,
     ``h(i, v) = P(i|v) / (P(i|v) + K P_n)`` and the loss is
-    ``-log h(i, v_i) - sum_j log(1 - h(i', v_j))``. ``Z`` is a constant (the paper estimates it
-    once by Monte Carlo, ``Z ~ n * mean exp(s / tau)``); ``log_z`` is its logarithm. In log
-    space ``h = sigmoid(s / tau - log Z - log(K / n))``, which keeps it stable.
+    ``-log h(i, v_i) - sum_j log(1 - h(i', v_j))``. ``Z`` is a constant of the loss, no gradient
+    flows into it (the paper estimates it once by Monte Carlo, ``Z ~ n * mean exp(s / tau)``;
+    NPID here keeps that estimate current, see ``NPIDSettings.z_momentum``); ``log_z`` is its
+    logarithm. In log space ``h = sigmoid(s / tau - log Z - log(K / n))``, which keeps it stable.
     """
     k = neg.shape[1]
     shift = log_z + math.log(k / num_data)

@@ -29,8 +29,12 @@ class NPIDSettings(Strict):
         None, ge=1, description=f"K noise samples per image; default the paper's {PAPER_NEGATIVES} capped at N-1")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
     loss: Literal["nce", "softmax"] = Field(
-        "nce", description="nce = the paper's NCE with Z estimated once (diverged on 32-px CIFAR at quarter "
-                           "width, see README); softmax = cross-entropy over positive + K")
+        "nce", description="nce = the paper's NCE against uniform noise with a Monte-Carlo normaliser Z "
+                           "(see z_momentum); softmax = cross-entropy over positive + K")
+    z_momentum: float = Field(
+        0.9, ge=0, le=1, description="NCE normaliser: Z follows a moving average of its estimate n * mean "
+                                     "exp(s / tau) on each batch's negatives; 1 = estimated once on the first "
+                                     "batch, as in the paper (diverges while the bank fills: README)")
     strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation (0 = crop + flip only)")
     shared_negatives: bool = Field(
         True, description="one draw of K entries per step for the whole batch (a row's own entry swapped "
@@ -53,7 +57,7 @@ class NPID(Method):
         self.negatives = resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
         self.head = torch.nn.Linear(trunk.out_dim, settings.embed_dim)
         self.bank = MemoryBank(info.num_train, settings.embed_dim, settings.momentum)
-        # log of the NCE normaliser Z, estimated once on the first batch as in the paper
+        # log of the NCE normaliser Z: first estimated on the first batch, as in the paper
         self.register_buffer("log_z", torch.tensor(float("nan")))
 
     def describe(self):
@@ -70,12 +74,31 @@ class NPID(Method):
         neg, = self.bank.negative_dots([z], idx, self.negatives, s.shared_negatives)
         neg = neg.float()
         if s.loss == "nce":
-            if torch.isnan(self.log_z):  # Monte-Carlo estimate Z = n * E[exp(s / tau)], same on every rank
-                mean_exp = gather(torch.exp(neg.detach() / s.temperature).mean()[None]).mean()
-                self.log_z.fill_(float(torch.log(mean_exp)) + math.log(self.info.num_train))
+            self._track_z(neg.detach())
             loss = npid_nce_loss(pos, neg, s.temperature, self.log_z, self.info.num_train)
         else:
             loss = info_nce(pos, neg, s.temperature)
         self.bank.update(idx, z)
         acc = (pos.detach()[:, None] > neg.detach()).all(1).float().mean()  # own entry beats all K negatives
-        return {"loss": loss, "acc": acc, "embed_std": embedding_std(z)}
+        out = {"loss": loss, "acc": acc, "embed_std": embedding_std(z)}
+        if s.loss == "nce":
+            out["log_z"] = self.log_z.clone()  # logged per epoch: where the normaliser went
+        return out
+
+    @torch.no_grad()
+    def _track_z(self, neg: torch.Tensor) -> None:
+        """Monte-Carlo estimate ``log Z = log(n * E[exp(s / tau)])`` from (at most 1,024 columns of)
+        the batch's negatives, the same on every rank; kept once (``z_momentum=1``, the paper) or
+        averaged in with ``z_momentum``. Z estimated once on the random initial bank is e^5-e^9 too
+        small as soon as the bank holds the trunk's (at first nearly parallel) embeddings: the noise
+        term then outweighs the positive hundreds of times over and training diverges (README). A
+        slow average (0.99) lags the same rise in the first epoch; 0.9 follows it (README)."""
+        s = self.settings
+        sample = neg[:, :1024].flatten() / s.temperature
+        local = torch.logsumexp(sample, 0) - math.log(sample.numel())  # log-space: exp(s/tau) overflows at small tau
+        ranks = gather(local[None])
+        est = torch.logsumexp(ranks, 0) - math.log(len(ranks)) + math.log(self.info.num_train)
+        if torch.isnan(self.log_z) or s.z_momentum == 0:
+            self.log_z.copy_(est)
+        elif s.z_momentum < 1:
+            self.log_z.copy_(torch.logaddexp(self.log_z + math.log(s.z_momentum), est + math.log(1 - s.z_momentum)))
