@@ -29,30 +29,11 @@ def npid_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float, log_
     """
     k = neg.shape[1]
     shift = log_z + math.log(k / num_data)
-    # -log sigmoid(shift - n / tau) = softplus(n / tau - shift), summed over the K negatives
-    return (softplus_row_sum(neg / temperature - shift) - F.logsigmoid(pos / temperature - shift)).mean()
-
-
-def softplus_row_sum(x: torch.Tensor) -> torch.Tensor:
-    """``softplus(x).sum(1)`` for a ``(B, K)`` tensor, as ``log(1 + exp(x))`` with the gradient
-    ``sigmoid(x)`` written out: on CPU about 10x faster than ``F.softplus`` at K = 32k. Where an
-    entry is large enough for ``exp`` to overflow it falls back to ``F.softplus``."""
-    if x.numel() and float(x.detach().amax()) > 40:
-        return F.softplus(x).sum(1)
-    return _SoftplusRowSum.apply(x)
-
-
-class _SoftplusRowSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        e = x.exp()
-        ctx.save_for_backward(e)
-        return (e + 1).log_().sum(1)
-
-    @staticmethod
-    def backward(ctx, grad):
-        e, = ctx.saved_tensors
-        return (e / (e + 1)).mul_(grad[:, None])
+    # -log sigmoid(shift - n / tau) = softplus(n / tau - shift), summed over the K negatives. Plain
+    # autograd: a hand-written gradient of this sum (kept until 2026-11-30) was correct but, with
+    # torch 2.14 on this CPU, 1.8x slower than F.softplus at B = 128, K = 32k (47 against 26 ms,
+    # forward and backward of the loss)
+    return (F.softplus(neg / temperature - shift).sum(1) - F.logsigmoid(pos / temperature - shift)).mean()
 
 
 def pirl_nce_loss(pos: torch.Tensor, neg: torch.Tensor, temperature: float) -> torch.Tensor:
