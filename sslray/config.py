@@ -262,10 +262,11 @@ def flatten_tree(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def setting_key(cfg: dict) -> str:
+def setting_key(cfg: dict, also_ignored: tuple[str, ...] = ()) -> str:
     """The settings of a run's config (``RunConfig.model_dump()``) that make it a configuration:
-    everything but its seeds, names and where it ran. Runs with equal keys differ only by seed."""
-    flat = {k: v for k, v in flatten_tree(cfg).items() if not k.startswith(IGNORED)}
+    everything but its seeds, names and where it ran (and keys starting with ``also_ignored``).
+    Runs with equal keys differ only by seed."""
+    flat = {k: v for k, v in flatten_tree(cfg).items() if not k.startswith((*IGNORED, *also_ignored))}
     return json.dumps(flat, sort_keys=True, default=str)
 
 

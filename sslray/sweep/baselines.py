@@ -10,10 +10,9 @@ finished one by that key or runs it, with a trial's resources, before its trials
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
-from ..config import IGNORED, RunConfig, flatten_tree
+from ..config import RunConfig, setting_key
 from .study import Study, trial_overrides
 
 EXPERIMENT = "sslray-baselines"
@@ -38,8 +37,7 @@ def baseline_overrides(study: Study, method: str, root: Path) -> dict:
 
 def baseline_key(cfg: RunConfig) -> str:
     """What makes two baselines the same: every setting but seeds, names, folders and resources."""
-    flat = {k: v for k, v in flatten_tree(cfg.model_dump()).items() if not k.startswith((*IGNORED, "dist."))}
-    return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha1(setting_key(cfg.model_dump(), ("dist.",)).encode()).hexdigest()[:16]
 
 
 def _run_baseline(cfg_dict: dict, key: str, uri: str) -> str:

@@ -9,6 +9,7 @@ and of its compare view.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from .. import LAYERS
@@ -88,7 +89,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         print(layer_table(table, corner=f"{'trial':<7}{'method':<13}{'swept':<38}{'stop':<10}", layers=LAYERS,
                           label_width=68))
     else:  # the seeds of a configuration are one row: mean ± interval, never rivals
-        stops = ", ".join(f"{n} {what}" for what, n in _count(r["reason"].label() for r in rows).items())
+        stops = ", ".join(f"{n} {what}" for what, n in Counter(r["reason"].label() for r in rows).items())
         print(f"runs: {len(rows)} ({stops}); each row: a configuration's completed seeds, "
               f"mean ± half-width of the {round(100 * study.report.confidence)} % {METHOD}")
         table = [(f"{c['method']:<13}{_swept(c['swept'])[:37]:<38}{c['n']:>3}", c["intervals"]) for c in configs]
@@ -183,13 +184,6 @@ def _against(obj, value: float) -> str:
 
 def _swept(swept: dict) -> str:
     return " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in swept.items())
-
-
-def _count(items) -> dict:
-    out: dict = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return out
 
 
 def _group(r: dict, x_key: str | None) -> str:
