@@ -12,6 +12,14 @@ def _init(rank: int, world: int, port: int) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 
 
+def _close() -> None:
+    """Leave together: without the barrier, rank 0 (which hosts the TCP store) can tear the group
+    down while rank 1 is still in its last collective, and rank 1 aborts ("terminate called
+    without an active exception", seen once in CI under load)."""
+    dist.barrier()
+    dist.destroy_process_group()
+
+
 def state_worker(rank: int, world: int, port: int, batches, z1, z2, out: str) -> None:
     """Feed this rank's shard of every global batch to a MemoryBank and a KeyQueue; NT-Xent on
     this rank's shard of (z1, z2) with gradients."""
@@ -32,7 +40,7 @@ def state_worker(rank: int, world: int, port: int, batches, z1, z2, out: str) ->
     loss.backward()
     torch.save({"bank": bank.bank, "keys": queue.keys, "ptr": queue.ptr, "loss": loss.detach(),
                 "grad1": a.grad, "grad2": b.grad}, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    _close()
 
 
 def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> None:
@@ -60,4 +68,4 @@ def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> Non
         result[name] = {"metrics": seen[-1], "buffers": {k: v.clone() for k, v in method.state_dict().items()
                                                          if k.startswith(("bank.", "queue."))}}
     torch.save(result, f"{out}/fit{rank}.pt")
-    dist.destroy_process_group()
+    _close()
