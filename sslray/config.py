@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
@@ -110,8 +110,19 @@ class EvalConfig(Strict):
         9216, description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
     )
     probe_epochs: PositiveInt = 30
-    probe_lr: float = Field(0.01, gt=0, description="AdamW lr of the linear probe")
-    probe_weight_decay: float = Field(5e-4, ge=0)
+    probe_lr: float = Field(0.01, gt=0, description="AdamW lr of the linear probe when untuned (probe_tune: false); "
+                                                   "tuned, the grid's reference head (untuned/<layer>/top1)")
+    probe_weight_decay: float = Field(5e-4, ge=0, description="weight decay of the untuned probe")
+    probe_tune: bool = Field(True, description="choose each layer's probe lr and weight decay on a validation split "
+                                               "carved from the training split: every head of the grid trains in "
+                                               "one pass, the test top-1 of the head best on validation is reported")
+    probe_lrs: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.001, 0.01, 0.1], min_length=1, description="probe grid: AdamW lrs")
+    probe_weight_decays: list[Annotated[float, Field(ge=0)]] = Field(
+        default_factory=lambda: [5e-4, 0.05], min_length=1,
+        description="probe grid: AdamW (decoupled) weight decays; the per-step shrink is lr x weight decay")
+    probe_val_fraction: float = Field(0.1, gt=0, lt=0.5, description="probe_tune: share of each class held out of "
+                                                                     "the probe's training split for validation")
     probe_batch_size: PositiveInt = 256
     knn_k: PositiveInt = Field(20, description="neighbours in the weighted kNN vote (Wu et al. 2018)")
     knn_temperature: float = Field(0.07, gt=0)

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,12 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
     assert p["probe/res5/dim"] == str(64 * 4 * 4) and p["eval.probe_epochs"] == "5"
     plot = Path(c.download_artifacts(run.info.run_id, "plots/per_layer.png", "."))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "transfer.json" in [a.path for a in c.list_artifacts(run.info.run_id)]
+    assert {"transfer.json", "probe_grid.json"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+    grid = json.loads(Path(c.download_artifacts(run.info.run_id, "probe_grid.json", ".")).read_text())
+    for layer in LAYERS:  # each layer's probe lr and weight decay, chosen on validation, logged
+        chosen = grid[layer]["chosen"]
+        assert run.data.metrics[f"probe/{layer}/lr"] == chosen["lr"] in [0.001, 0.01, 0.1]
+        assert 0 <= run.data.metrics[f"untuned/{layer}/top1"] <= 1 and len(grid[layer]["heads"]) == 6
 
 
 def test_seeds_train_one_configuration_n_times_with_one_group_and_print_intervals(mlflow_runs, capsys):

@@ -3,7 +3,8 @@ import torch
 
 from sslray.config import EvalConfig
 from sslray.data import ImageSet
-from sslray.eval import knn_top1, linear_probe, probe_layers, probe_protocol
+from sslray.eval import evaluate, knn_top1, linear_probe, probe_layers, probe_protocol
+from sslray.eval.probes import LinearHeads, carve, tuned_linear_probe
 from sslray.models import build_trunk
 
 
@@ -22,11 +23,20 @@ def test_probes_on_a_trunk_that_encodes_the_label_beat_chance_and_shuffled_label
     trunk = build_trunk("resnet18", 0.125, image_size=16)
     train, test = _label_coded_images(400, 0), _label_coded_images(200, 1)
     cfg = EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1", "res3", "res5"])
-    m = probe_layers(trunk, train, test, cfg)
-    assert set(m) == {f"{kind}/{layer}/top1" for kind in ("transfer", "knn") for layer in cfg.layers}
+    grid = {}
+    m = probe_layers(trunk, train, test, cfg, grid=grid)
+    assert set(m) == {f"{kind}/{layer}/top1" for kind in ("transfer", "knn", "untuned") for layer in cfg.layers} | {
+        f"probe/{layer}/{k}" for layer in cfg.layers for k in ("lr", "weight_decay", "val_top1")}
+    assert set(grid) == set(cfg.layers) and len(grid["res3"]["heads"]) == 6  # 3 lrs x 2 weight decays
+    for layer in cfg.layers:  # the reported head is the one best on validation, and its lr is logged
+        best = max(grid[layer]["heads"], key=lambda h: h["val_top1"])
+        assert m[f"probe/{layer}/val_top1"] == best["val_top1"]
+        assert m[f"probe/{layer}/lr"] == grid[layer]["chosen"]["lr"]
     assert m["transfer/conv1/top1"] > 0.9 and m["knn/conv1/top1"] > 0.9  # chance is 0.1
     shuffled = ImageSet(train.images, train.labels[torch.randperm(400)], train.classes, "x", "train")
-    m2 = probe_layers(trunk, shuffled, test, EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1"]))
+    m2 = probe_layers(trunk, shuffled, test, EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1"],
+                                                        probe_tune=False))
+    assert set(m2) == {"transfer/conv1/top1", "knn/conv1/top1"}  # untuned: one head, no grid
     assert m2["transfer/conv1/top1"] < 0.35
 
 
@@ -46,6 +56,80 @@ def test_linear_probe_separates_separable_features():
     x = torch.randn(1300, 5)
     y = (x[:, 0] > 0).long()
     assert linear_probe(x[:1000], y[:1000], x[1000:], y[1000:], 2, epochs=30) > 0.95
+
+
+def test_carve_holds_out_a_seeded_stratified_share_of_every_class():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 1)
+    tr, va = carve(labels, 0.1, seed=0)
+    assert sorted(torch.cat([tr, va]).tolist()) == list(range(81))  # disjoint, together the whole split
+    assert torch.bincount(labels[va], minlength=3).tolist() == [5, 3, 0]  # a lone image stays in training
+    assert torch.equal(va, carve(labels, 0.1, seed=0)[1]) and not torch.equal(va, carve(labels, 0.1, seed=1)[1])
+
+
+def test_heads_trained_side_by_side_match_torch_adamw_head_by_head():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(300, 20, generator=g), torch.randint(0, 3, (300,), generator=g)
+    grid = [(0.01, 5e-4), (0.5, 0.05)]
+    torch.manual_seed(1)
+    heads = LinearHeads(20, 3, grid)
+    start = {k: v.clone() for k, v in heads.state_dict().items()}
+    opt = heads.optimizer(steps=8)
+    # the reference: each head alone, as a torch.nn.Linear under torch's AdamW and CosineAnnealingLR
+    refs = []
+    for h, (lr, wd) in enumerate(grid):
+        lin = torch.nn.Linear(20, 3)
+        lin.weight.data, lin.bias.data = start["weight"][h].clone(), start["bias"][h].clone()
+        ref_opt = torch.optim.AdamW(lin.parameters(), lr=lr, weight_decay=wd)
+        refs.append((lin, ref_opt, torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, 8)))
+    for s in range(0, 300, 64):  # 5 steps of the 8 planned
+        xb, yb = x[s : s + 64], y[s : s + 64]
+        opt.zero_grad()
+        heads.loss(xb, yb).backward()
+        opt.step()
+        for lin, ref_opt, sched in refs:
+            ref_opt.zero_grad()
+            torch.nn.functional.cross_entropy(lin(xb), yb).backward()
+            ref_opt.step()
+            sched.step()
+    for h, (lin, _, _) in enumerate(refs):
+        assert torch.allclose(heads.weight[h], lin.weight, atol=1e-6) and torch.allclose(heads.bias[h], lin.bias, atol=1e-6)
+    assert not torch.allclose(heads.weight[0] - start["weight"][0], heads.weight[1] - start["weight"][1], atol=1e-2)
+
+
+def test_a_tuned_probe_rescues_a_layer_that_the_fixed_lr_understates():
+    """At a far too small fixed lr the probe barely moves from its initialisation; tuned on a
+    validation split, it picks the lr that learns and reports that head's test top-1."""
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(1200) % 4
+    x = torch.randn(1200, 16, generator=g) * 0.3 + torch.nn.functional.one_hot(y, 16).float()
+    cfg = EvalConfig(probe_epochs=5, probe_lr=1e-6, probe_lrs=[1e-6, 0.05], probe_weight_decays=[0.0])
+    m, record = tuned_linear_probe("res5", x[:1000], y[:1000], x[1000:], y[1000:], 4, cfg)
+    assert m["probe/res5/lr"] == 0.05 and m["probe/res5/weight_decay"] == 0.0
+    assert m["untuned/res5/top1"] < 0.6 < 0.9 < m["transfer/res5/top1"]
+    assert [(h["lr"], h["weight_decay"]) for h in record["heads"]] == [(1e-6, 5e-4), (1e-6, 0.0), (0.05, 0.0)]
+    assert record["heads"][2]["test_top1"] == m["transfer/res5/top1"]
+
+
+def test_streamed_probes_tune_like_the_cached_ones():
+    from sslray.data import MemorySource
+
+    torch.manual_seed(0)
+    trunk = build_trunk("resnet18", 0.125, image_size=16)
+    train, test = _label_coded_images(400, 0), _label_coded_images(200, 1)
+    cfg = EvalConfig(probe_epochs=10, feature_dim=512, layers=["conv1", "res5"], probes="streamed", subset=200)
+    result = evaluate(trunk, MemorySource(train), MemorySource(test), cfg)
+    m, grid = result.metrics, result.records["probe_grid.json"]
+    assert m["transfer/conv1/top1"] > 0.9 and set(grid) == {"conv1", "res5"}
+    held = 40  # a tenth of the training split
+    for layer in ("conv1", "res5"):
+        chosen = next(h for h in grid[layer]["heads"] if h["lr"] == grid[layer]["chosen"]["lr"]
+                      and h["weight_decay"] == grid[layer]["chosen"]["weight_decay"])
+        assert m[f"probe/{layer}/val_top1"] == chosen["val_top1"] == max(h["val_top1"] for h in grid[layer]["heads"])
+        assert chosen["test_top1"] == m[f"transfer/{layer}/top1"]
+        # every score is a count over the held-out 40 training images or the 200 test images
+        assert all(round(h["val_top1"] * held, 6).is_integer() and round(h["test_top1"] * 200, 6).is_integer()
+                   for h in grid[layer]["heads"])
+    assert "linear, untuned lr" in result.tables()
 
 
 def test_probe_protocol_states_pooling_and_dims():

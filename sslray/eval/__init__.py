@@ -19,7 +19,7 @@ from pathlib import Path
 from ..models import extract_features, pool_size
 from .features import FeatureCache
 from .plots import plot_per_layer
-from .probes import knn_top1, linear_probe
+from .probes import knn_top1, linear_probe, tuned_linear_probe
 
 
 def probe_path(cfg, source_kind: str) -> str:
@@ -55,10 +55,12 @@ def _timed(timings: dict[str, float] | None, part: str):
 
 def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None = None,
                  cache_key: str = "", seed: int = 0, device=None,
-                 timings: dict[str, float] | None = None) -> dict[str, float]:
-    """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``.
+                 timings: dict[str, float] | None = None, grid: dict | None = None) -> dict[str, float]:
+    """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``
+    (tuned: also ``untuned/<layer>/top1`` and ``probe/<layer>/{lr,weight_decay,val_top1}``).
 
-    ``timings``, when given, receives the seconds spent in ``features``, ``linear`` and ``knn``."""
+    ``timings``, when given, receives the seconds spent in ``features``, ``linear`` and ``knn``;
+    ``grid``, when given, every layer's probe grid (each head's validation and test top-1)."""
     train_set = train_set.limit(cfg.train_limit)
     test_set = test_set.limit(cfg.test_limit)
     cache = FeatureCache(cache_dir, f"{cache_key}|{len(train_set)}|{len(test_set)}|{cfg.feature_dim}") if cache_dir else None
@@ -76,9 +78,16 @@ def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None =
     for layer in cfg.layers:
         tr, te = feats["train"][layer], feats["test"][layer]
         with _timed(timings, "linear"):
-            metrics[f"transfer/{layer}/top1"] = linear_probe(
-                tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
-                cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
+            if cfg.probe_tune:
+                got, record = tuned_linear_probe(layer, tr, train_set.labels, te, test_set.labels,
+                                                 train_set.num_classes, cfg, seed)
+                metrics.update(got)
+                if grid is not None:
+                    grid[layer] = record
+            else:
+                metrics[f"transfer/{layer}/top1"] = linear_probe(
+                    tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
+                    cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
         with _timed(timings, "knn"):
             metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
                                                     train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
@@ -96,9 +105,13 @@ class Evaluation:
 
     metrics: dict[str, float]
     figures: dict = field(default_factory=dict)
+    records: dict = field(default_factory=dict)  # {file name: JSON-able record}, e.g. the probe grid
 
     def tables(self) -> dict[str, dict[str, float]]:
-        return {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn")}
+        out = {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn")}
+        if untuned := per_layer(self.metrics, "untuned"):
+            out["linear, untuned lr"] = untuned
+        return out
 
 
 def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
@@ -106,13 +119,14 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
     """Probe every layer of ``cfg.layers`` (and, if asked, measure invariance) of a frozen trunk on
     the ``train`` and ``test`` data sources."""
     device = next(trunk.parameters()).device
+    grid: dict = {}
     if probe_path(cfg, train.kind) == "cached":
         train_set, test_set = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
-        metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device)
+        metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device, grid=grid)
     else:  # linear probes on the stream; kNN (and invariance) on a stated subset held in memory
         from .streamed import streamed_linear_probes
 
-        metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device)
+        metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device, grid=grid)
         train_set, test_set = train.subset(cfg.train_limit or cfg.subset), test.subset(cfg.test_limit or cfg.subset)
         feats = {split: extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
                                          desc=f"features {split}") for split, data in (("train", train_set),
@@ -124,7 +138,7 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
         from .invariance import measure_invariance
 
         metrics.update(measure_invariance(trunk, test_set, cfg, seed=seed))
-    result = Evaluation(metrics)
+    result = Evaluation(metrics, records={"probe_grid.json": grid} if grid else {})
     result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train.num_classes)
     return result
 

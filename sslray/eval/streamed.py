@@ -14,6 +14,7 @@ from ..components.augment import cut_views
 from ..data.views import CENTRE
 from ..models import pool_features
 from ..progress import bar
+from .probes import LinearHeads, grid_of, tuned_metrics
 
 
 @torch.no_grad()
@@ -25,52 +26,88 @@ def _features(trunk, batch, view, layers, feature_dim, device) -> dict[str, torc
     return {layer: pool_features(f.float(), feature_dim) for layer, f in taps.items()}
 
 
-def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None,
-                           stats_images: int = 4096) -> dict[str, float]:
-    """``{"transfer/<layer>/top1": ...}`` for every layer of ``cfg.layers``, from data sources."""
+def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None, stats_images: int = 4096,
+                           grid: dict | None = None) -> dict[str, float]:
+    """``{"transfer/<layer>/top1": ...}`` for every layer of ``cfg.layers``, from data sources.
+
+    Tuned (``cfg.probe_tune``), every layer trains the whole ``(lr, weight_decay)`` grid at once; a
+    seeded ``cfg.probe_val_fraction`` of the training split (by global index) is held out, scored in
+    one more pass after training, and picks each layer's head; ``grid`` receives the record."""
     device = device or next(trunk.parameters()).device
     layers = list(cfg.layers)
     view = CENTRE.at(train.image_size)
     was = trunk.training
     trunk.eval()
-    # standardisation from the first images of a seeded order: sums in float64, one pass
+    settings = grid_of(cfg) if cfg.probe_tune else [(cfg.probe_lr, cfg.probe_weight_decay)]
+    held = torch.zeros(len(train), dtype=torch.bool)
+    if cfg.probe_tune:
+        g = torch.Generator().manual_seed(seed)
+        held[torch.randperm(len(train), generator=g)[: max(1, round(cfg.probe_val_fraction * len(train)))]] = True
+    # standardisation from the first training images of a seeded order: sums in float64, one pass
     sums, sq, n = {}, {}, 0
     for batch in train.epoch(0, min(cfg.probe_batch_size, len(train)), seed, views=[view]):
+        keep = ~held[batch.index]
         feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
         for layer, f in feats.items():
-            f = f.double().cpu()
+            f = f[keep.to(f.device)].double().cpu()
             sums[layer] = sums.get(layer, 0) + f.sum(0)
             sq[layer] = sq.get(layer, 0) + (f * f).sum(0)
-        n += len(batch.index)
+        n += int(keep.sum())
         if n >= stats_images:
             break
+    n = max(n, 1)
     mean = {layer: (sums[layer] / n).float().to(device) for layer in layers}
     std = {layer: ((sq[layer] / n - (sums[layer] / n) ** 2).clamp_min(0).sqrt().clamp_min(1e-4)).float().to(device)
            for layer in layers}
     torch.manual_seed(seed)
-    heads = {layer: torch.nn.Linear(len(mean[layer]), train.num_classes).to(device) for layer in layers}
-    params = [p for h in heads.values() for p in h.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.probe_lr, weight_decay=cfg.probe_weight_decay)
+    heads = {layer: LinearHeads(len(mean[layer]), train.num_classes, settings).to(device) for layer in layers}
     steps = train.steps(cfg.probe_batch_size) if len(train) >= cfg.probe_batch_size else 1
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.probe_epochs * steps)
+    opts = [h.optimizer(cfg.probe_epochs * steps) for h in heads.values()]
     batch_size = min(cfg.probe_batch_size, len(train))
     for epoch in bar(range(cfg.probe_epochs), desc="streamed probes", unit="epoch"):
         for batch in train.epoch(epoch, batch_size, seed + 1, views=[view]):
+            keep = ~held[batch.index]
+            if not keep.any():
+                continue
+            keep = keep.to(device)
             feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
-            y = batch.labels.to(device)
-            # one optimiser over all heads: each head's loss only reaches its own parameters
-            loss = sum(F.cross_entropy(heads[layer]((f - mean[layer]) / std[layer]), y) for layer, f in feats.items())
-            opt.zero_grad(set_to_none=True)
+            y = batch.labels.to(device)[keep]
+            loss = sum(heads[layer].loss((f[keep] - mean[layer]) / std[layer], y) for layer, f in feats.items())
+            for o in opts:
+                o.zero_grad()
             loss.backward()
-            opt.step()
-            sched.step()
-    correct, total = {layer: 0 for layer in layers}, 0
-    with torch.no_grad():
-        for batch in test.scan(256, [view]):
+            for o in opts:
+                o.step()
+
+    def score(batches, pick=None):
+        out = {layer: [torch.zeros(len(settings), dtype=torch.long), torch.zeros(len(settings), dtype=torch.float64)]
+               for layer in layers}
+        total = 0
+        for batch in batches:
+            rows = torch.ones(len(batch.index), dtype=torch.bool) if pick is None else pick[batch.index]
+            if not rows.any():
+                continue
+            rows = rows.to(device)
             feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
-            y = batch.labels.to(device)
+            y = batch.labels.to(device)[rows]
             for layer, f in feats.items():
-                correct[layer] += int((heads[layer]((f - mean[layer]) / std[layer]).argmax(1) == y).sum())
+                c, lo = heads[layer].scores((f[rows] - mean[layer]) / std[layer], y)
+                out[layer][0] += c
+                out[layer][1] += lo
             total += len(y)
+        return out, total
+
+    with torch.no_grad():
+        test_scores, n_test = score(test.scan(256, [view]))
+        if cfg.probe_tune:
+            val_scores, n_val = score(train.scan(256, [view]), held)
     trunk.train(was)
-    return {f"transfer/{layer}/top1": correct[layer] / max(total, 1) for layer in layers}
+    if not cfg.probe_tune:
+        return {f"transfer/{layer}/top1": float(test_scores[layer][0][0]) / max(n_test, 1) for layer in layers}
+    metrics: dict[str, float] = {}
+    for layer in layers:
+        got, record = tuned_metrics(layer, settings, val_scores[layer], test_scores[layer], n_val, n_test)
+        metrics.update(got)
+        if grid is not None:
+            grid[layer] = record
+    return metrics

@@ -202,6 +202,12 @@ class RunDir:
             raise UserError(f"{path} is not a mapping of metrics")
         return data
 
+    def write_json(self, name: str, record) -> Path:
+        """A JSON record of the evaluation (e.g. the probe grid), written whole or not at all."""
+        path = self.file(name)
+        _write_text(path, json.dumps(record, indent=1))
+        return path
+
     def save_figure(self, fig, name: str | None = None) -> Path:
         import matplotlib.pyplot as plt
 

@@ -18,6 +18,8 @@ def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Track
     run_dir.write_transfer(result.metrics)
     for name, fig in result.figures.items():
         tracker.log_artifact(run_dir.save_figure(fig, name), "plots")
+    for name, record in result.records.items():
+        tracker.log_artifact(run_dir.write_json(name, record))
     tracker.log_artifact(run_dir.file(RunDir.TRANSFER))
     if progress:
         print(layer_table(list(result.tables().items())))
