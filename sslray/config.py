@@ -105,6 +105,19 @@ class OptimConfig(Strict):
 
 class EvalConfig(Strict):
     enabled: bool = True
+    protocols: list[Literal["linear", "knn", "finetune", "lowshot"]] = Field(
+        default_factory=lambda: ["linear", "knn"],
+        description="linear: a probe per layer on frozen features; knn: a weighted kNN vote per layer; finetune: "
+                    "the whole trunk and a new head trained on the labels (finetune/top1); lowshot: linear probes "
+                    "(and, with finetune, fine-tuning) on class-balanced label subsets (lowshot/<subset>/...)")
+    finetune_epochs: PositiveInt = Field(10, description="finetune: epochs")
+    finetune_lr: float = Field(0.01, gt=0, description="finetune: SGD lr (Nesterov momentum 0.9, cosine to 0)")
+    finetune_weight_decay: float = Field(5e-4, ge=0)
+    finetune_batch_size: PositiveInt = 128
+    finetune_augment: bool = Field(True, description="finetune: random pad-and-crop (1/8 of the side) and flips")
+    lowshot_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: [0.01, 0.1], description="lowshot: label fractions of every class (in (0, 1])")
+    lowshot_shots: list[PositiveInt] = Field(default_factory=list, description="lowshot: images per class (k-shot)")
     layers: list[Layer] = Field(default_factory=lambda: list(LAYERS))
     feature_dim: PositiveInt = Field(
         9216, description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"

@@ -45,6 +45,21 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
         assert 0 <= run.data.metrics[f"untuned/{layer}/top1"] <= 1 and len(grid[layer]["heads"]) == 6
 
 
+def test_protocols_from_the_cli_log_fine_tune_and_low_shot_metrics(mlflow_runs, capsys):
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1",
+                  "--set", "eval.protocols=[linear,finetune,lowshot]", "--set", "eval.layers=[res3,res5]",
+                  "--set", "eval.finetune_epochs=1", "--set", "eval.lowshot_fractions=[0.1]",
+                  "--set", "eval.lowshot_shots=[5]") == 0
+    c, runs = mlflow_runs()
+    m = runs[0].data.metrics
+    for key in ("finetune/top1", "lowshot/10pct/finetune/top1", "lowshot/5shot/finetune/top1",
+                "lowshot/10pct/linear/res3/top1", "lowshot/5shot/linear/res5/top1", "transfer/res5/top1"):
+        assert 0 <= m[key] <= 1, key
+    assert m["lowshot/10pct/images"] == 20 and m["lowshot/5shot/images"] == 5 * 10  # 200 images, 10 classes
+    assert not any(k.startswith("knn/") for k in m)  # knn was not asked for
+    assert runs[0].data.params["eval.protocols"] == "linear,finetune,lowshot"
+
+
 def test_seeds_train_one_configuration_n_times_with_one_group_and_print_intervals(mlflow_runs, capsys):
     assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1", "--seeds", "2",
                   "--set", "run.seed=5", "--set", "eval.layers=[conv1,res5]") == 0

@@ -161,3 +161,54 @@ def test_health_tells_a_spread_representation_from_a_collapsed_one():
     assert collapse(h, 128, 1.5, 0.1) is None
     assert "std of the normalised embeddings" in collapse({**h, "train/embed_std": 0.005}, 128, 1.5, 0.1)
     assert collapse({**h, "train/embed_std": 0.5 / math.sqrt(128)}, 128, 1.5, 0.1) is None
+
+
+# ---- protocols beyond frozen features: fine-tuning and low-shot (issue 15) -----------------------
+
+def test_label_subsets_are_class_balanced_reproducible_and_named():
+    from sslray.eval.finetune import label_subset, subset_name
+
+    labels = torch.arange(1000) % 10
+    for fraction, per_class in ((0.01, 1), (0.1, 10), (0.001, 1)):  # at least one image of every class
+        idx = label_subset(labels, fraction, seed=0)
+        assert torch.bincount(labels[idx], minlength=10).tolist() == [per_class] * 10
+    idx = label_subset(labels, shots=3, seed=4)
+    assert torch.bincount(labels[idx], minlength=10).tolist() == [3] * 10
+    assert torch.equal(idx, label_subset(labels, shots=3, seed=4)) and not torch.equal(idx, label_subset(labels, shots=3, seed=5))
+    assert [subset_name(0.01), subset_name(0.1), subset_name(0.005), subset_name(1.0), subset_name(shots=5)] == \
+        ["1pct", "10pct", "0.5pct", "100pct", "5shot"]
+
+
+def test_finetuning_learns_the_labels_and_leaves_the_pretrained_trunk_alone():
+    from sslray.data import MemorySource
+    from sslray.eval.finetune import finetune
+
+    torch.manual_seed(0)
+    trunk = build_trunk("resnet18", 0.125, image_size=16)
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    train, test = _label_coded_images(300, 0), _label_coded_images(100, 1)
+    cfg = EvalConfig(finetune_epochs=4, finetune_batch_size=32, finetune_lr=0.05)
+    acc = finetune(trunk, MemorySource(train), MemorySource(test), cfg)
+    shuffled = ImageSet(train.images, train.labels[torch.randperm(300)], train.classes, "x", "train")
+    noise = finetune(trunk, MemorySource(shuffled), MemorySource(test), cfg)
+    assert acc > 0.8 and noise < 0.4  # chance 0.1
+    assert all(torch.equal(v, trunk.state_dict()[k]) for k, v in before.items())
+
+
+def test_evaluate_runs_exactly_the_protocols_asked_for():
+    from sslray.data import MemorySource
+
+    torch.manual_seed(0)
+    trunk = build_trunk("resnet18", 0.125, image_size=16)
+    train, test = MemorySource(_label_coded_images(400, 0)), MemorySource(_label_coded_images(100, 1))
+    cfg = EvalConfig(protocols=["finetune", "lowshot"], layers=["conv1", "res5"], feature_dim=256, probe_epochs=5,
+                     finetune_epochs=1, lowshot_fractions=[0.1], lowshot_shots=[2])
+    result = evaluate(trunk, train, test, cfg)
+    m = result.metrics
+    assert set(m) == {"finetune/top1", "lowshot/10pct/images", "lowshot/2shot/images"} | {
+        f"lowshot/{s}/linear/{layer}/top1" for s in ("10pct", "2shot") for layer in cfg.layers} | {
+        f"lowshot/{s}/finetune/top1" for s in ("10pct", "2shot")}
+    assert m["lowshot/10pct/images"] == 40 and m["lowshot/2shot/images"] == 20
+    assert m["lowshot/10pct/linear/conv1/top1"] > 0.5  # colour codes the class: few labels suffice
+    assert set(result.tables()) == {"linear, 10pct labels", "linear, 2shot labels"}
+    assert result.lines()[0].startswith("fine-tune (whole trunk)")

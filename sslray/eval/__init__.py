@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data import MemorySource
 from ..models import extract_features, pool_size
 from .features import FeatureCache
 from .plots import plot_per_layer
@@ -77,26 +78,55 @@ def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None =
     metrics: dict[str, float] = {}
     for layer in cfg.layers:
         tr, te = feats["train"][layer], feats["test"][layer]
-        with _timed(timings, "linear"):
-            if cfg.probe_tune:
-                got, record = tuned_linear_probe(layer, tr, train_set.labels, te, test_set.labels,
-                                                 train_set.num_classes, cfg, seed)
+        if "linear" in cfg.protocols:
+            with _timed(timings, "linear"):
+                got, record = _linear(layer, tr, train_set.labels, te, test_set.labels, train_set.num_classes,
+                                      cfg, seed)
                 metrics.update(got)
-                if grid is not None:
+                if grid is not None and record:
                     grid[layer] = record
-            else:
-                metrics[f"transfer/{layer}/top1"] = linear_probe(
-                    tr, train_set.labels, te, test_set.labels, train_set.num_classes, cfg.probe_epochs,
-                    cfg.probe_lr, cfg.probe_weight_decay, cfg.probe_batch_size, seed)
-        with _timed(timings, "knn"):
-            metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
-                                                    train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
+        if "knn" in cfg.protocols:
+            with _timed(timings, "knn"):
+                metrics[f"knn/{layer}/top1"] = knn_top1(tr, train_set.labels, te, test_set.labels,
+                                                        train_set.num_classes, cfg.knn_k, cfg.knn_temperature)
+    if "lowshot" in cfg.protocols:
+        metrics.update(lowshot_linear(feats, train_set.labels, test_set.labels, train_set.num_classes, cfg, seed))
+    return metrics
+
+
+def _linear(layer, tr, ytr, te, yte, num_classes, cfg, seed) -> tuple[dict[str, float], dict]:
+    """A layer's linear probe, tuned on a validation split or at the fixed lr: metrics and the grid."""
+    if cfg.probe_tune:
+        return tuned_linear_probe(layer, tr, ytr, te, yte, num_classes, cfg, seed)
+    return {f"transfer/{layer}/top1": linear_probe(tr, ytr, te, yte, num_classes, cfg.probe_epochs, cfg.probe_lr,
+                                                   cfg.probe_weight_decay, cfg.probe_batch_size, seed)}, {}
+
+
+def lowshot_linear(feats: dict, train_labels, test_labels, num_classes: int, cfg, seed: int = 0) -> dict[str, float]:
+    """``lowshot/<subset>/linear/<layer>/top1`` (and ``.../images``): every layer's linear probe
+    trained on each label subset of the training features, scored on the whole test split."""
+    from .finetune import label_subset, lowshot_subsets
+
+    metrics: dict[str, float] = {}
+    for name, fraction, shots in lowshot_subsets(cfg):
+        idx = label_subset(train_labels, fraction, shots, seed)
+        metrics[f"lowshot/{name}/images"] = len(idx)
+        for layer in cfg.layers:
+            got, _ = _linear(layer, feats["train"][layer][idx], train_labels[idx], feats["test"][layer], test_labels,
+                             num_classes, cfg, seed)
+            metrics[f"lowshot/{name}/linear/{layer}/top1"] = got[f"transfer/{layer}/top1"]
     return metrics
 
 
 def per_layer(metrics: dict[str, float], kind: str) -> dict[str, float]:
-    """``{"res3": 0.61, ...}`` from ``{"<kind>/res3/top1": 0.61, ...}``."""
-    return {k.split("/")[1]: v for k, v in metrics.items() if k.startswith(kind + "/") and k.endswith("/top1")}
+    """``{"res3": 0.61, ...}`` from ``{"<kind>/res3/top1": 0.61, ...}`` (``kind`` may hold slashes:
+    ``lowshot/1pct/linear``)."""
+    out = {}
+    for k, v in metrics.items():
+        rest = k[len(kind) + 1:].split("/") if k.startswith(kind + "/") else []
+        if len(rest) == 2 and rest[1] == "top1":
+            out[rest[0]] = v
+    return out
 
 
 @dataclass
@@ -108,9 +138,21 @@ class Evaluation:
     records: dict = field(default_factory=dict)  # {file name: JSON-able record}, e.g. the probe grid
 
     def tables(self) -> dict[str, dict[str, float]]:
-        out = {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn")}
-        if untuned := per_layer(self.metrics, "untuned"):
-            out["linear, untuned lr"] = untuned
+        out = {"linear probe": per_layer(self.metrics, "transfer"), "kNN": per_layer(self.metrics, "knn"),
+               "linear, untuned lr": per_layer(self.metrics, "untuned")}
+        names = sorted({k.split("/")[1] for k in self.metrics if k.startswith("lowshot/")})
+        for name in names:
+            out[f"linear, {name} labels"] = per_layer(self.metrics, f"lowshot/{name}/linear")
+        return {k: v for k, v in out.items() if v}
+
+    def lines(self) -> list[str]:
+        """The numbers that belong to no layer (fine-tuning), one line each."""
+        out = []
+        if "finetune/top1" in self.metrics:
+            out.append(f"fine-tune (whole trunk)  {100 * self.metrics['finetune/top1']:.1f}")
+        for k, v in sorted(self.metrics.items()):
+            if k.startswith("lowshot/") and k.endswith("/finetune/top1"):
+                out.append(f"fine-tune, {k.split('/')[1]} labels  {100 * v:.1f}")
         return out
 
 
@@ -123,17 +165,34 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
     if probe_path(cfg, train.kind) == "cached":
         train_set, test_set = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
         metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device, grid=grid)
-    else:  # linear probes on the stream; kNN (and invariance) on a stated subset held in memory
+        ft_train, ft_test = MemorySource(train_set), MemorySource(test_set)
+    else:  # linear probes on the stream; kNN, low-shot and invariance on a stated subset held in memory
         from .streamed import streamed_linear_probes
 
-        metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device, grid=grid)
+        metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device, grid=grid) \
+            if "linear" in cfg.protocols else {}
         train_set, test_set = train.subset(cfg.train_limit or cfg.subset), test.subset(cfg.test_limit or cfg.subset)
-        feats = {split: extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
-                                         desc=f"features {split}") for split, data in (("train", train_set),
-                                                                                       ("test", test_set))}
-        for layer in cfg.layers:
-            metrics[f"knn/{layer}/top1"] = knn_top1(feats["train"][layer], train_set.labels, feats["test"][layer],
-                                                    test_set.labels, train.num_classes, cfg.knn_k, cfg.knn_temperature)
+        if {"knn", "lowshot"} & set(cfg.protocols):
+            feats = {split: extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
+                                             desc=f"features {split}") for split, data in (("train", train_set),
+                                                                                           ("test", test_set))}
+        if "knn" in cfg.protocols:
+            for layer in cfg.layers:
+                metrics[f"knn/{layer}/top1"] = knn_top1(feats["train"][layer], train_set.labels, feats["test"][layer],
+                                                        test_set.labels, train.num_classes, cfg.knn_k,
+                                                        cfg.knn_temperature)
+        if "lowshot" in cfg.protocols:
+            metrics.update(lowshot_linear(feats, train_set.labels, test_set.labels, train.num_classes, cfg, seed))
+        ft_train, ft_test = train, test
+    if "finetune" in cfg.protocols:
+        from .finetune import finetune, label_subset, lowshot_subsets
+
+        metrics["finetune/top1"] = finetune(trunk, ft_train, ft_test, cfg, seed, device)
+        if "lowshot" in cfg.protocols:
+            for name, fraction, shots in lowshot_subsets(cfg):
+                idx = label_subset(train_set.labels, fraction, shots, seed)
+                metrics[f"lowshot/{name}/finetune/top1"] = finetune(
+                    trunk, MemorySource(train_set.subset(idx)), ft_test, cfg, seed, device, desc=f"fine-tune {name}")
     if cfg.invariance:
         from .invariance import measure_invariance
 

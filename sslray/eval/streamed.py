@@ -8,7 +8,6 @@ split), except that the standardisation comes from a stated sample of the traini
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..components.augment import cut_views
 from ..data.views import CENTRE
