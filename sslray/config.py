@@ -105,11 +105,13 @@ class OptimConfig(Strict):
 
 class EvalConfig(Strict):
     enabled: bool = True
-    protocols: list[Literal["linear", "knn", "finetune", "lowshot"]] = Field(
+    protocols: list[Literal["linear", "knn", "finetune", "lowshot", "retrieval"]] = Field(
         default_factory=lambda: ["linear", "knn"],
         description="linear: a probe per layer on frozen features; knn: a weighted kNN vote per layer; finetune: "
                     "the whole trunk and a new head trained on the labels (finetune/top1); lowshot: linear probes "
-                    "(and, with finetune, fine-tuning) on class-balanced label subsets (lowshot/<subset>/...)")
+                    "(and, with finetune, fine-tuning) on class-balanced label subsets (lowshot/<subset>/...); "
+                    "retrieval: per layer, recall@k of the nearest training images, what they share beyond the "
+                    "class, and a figure of queries and neighbours beside an untrained trunk's (retrieval/...)")
     finetune_epochs: PositiveInt = Field(10, description="finetune: epochs")
     finetune_lr: float = Field(0.01, gt=0, description="finetune: SGD lr (Nesterov momentum 0.9, cosine to 0)")
     finetune_weight_decay: float = Field(5e-4, ge=0)

@@ -99,7 +99,7 @@ CASES = [
     ("#14 probe validation share out of range", None,
      ["train", "--method", "rotation", "--set", "eval.probe_val_fraction=0.7"], "eval.probe_val_fraction"),
     ("#15 unknown protocol", None, ["train", "--method", "rotation", "--set", "eval.protocols=[linear,finetuning]"],
-     "eval.protocols.1: Input should be 'linear', 'knn', 'finetune' or 'lowshot'"),
+     "eval.protocols.1: Input should be 'linear', 'knn', 'finetune', 'lowshot' or 'retrieval'"),
     ("#15 label fraction of zero", None, ["train", "--method", "rotation", "--set", "eval.lowshot_fractions=[0]"],
      "eval.lowshot_fractions.0: Input should be greater than 0"),
     ("#15 label fraction above one", None, ["train", "--method", "rotation", "--set", "eval.lowshot_fractions=[1.5]"],

@@ -212,3 +212,46 @@ def test_evaluate_runs_exactly_the_protocols_asked_for():
     assert m["lowshot/10pct/linear/conv1/top1"] > 0.5  # colour codes the class: few labels suffice
     assert set(result.tables()) == {"linear, 10pct labels", "linear, 2shot labels"}
     assert result.lines()[0].startswith("fine-tune (whole trunk)")
+
+
+def test_retrieval_measures_class_recall_and_what_neighbours_share():
+    from sslray.eval.retrieval import class_metrics, shared_factors
+
+    train_labels, query_labels = torch.tensor([0, 0, 1, 1, 2, 2, 2, 2, 2, 2]), torch.tensor([0, 1])
+    nn = torch.tensor([[0, 2, 4, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9, 0, 1]])  # query 1 never finds class 1
+    m = class_metrics(nn, train_labels, query_labels)
+    assert m == {"recall_at_1": 0.5, "recall_at_8": 0.5, "precision_at_8": pytest.approx(1 / 16)}
+    g = torch.Generator().manual_seed(0)
+    hue, texture = torch.rand(1000, generator=g), torch.randint(0, 4, (1000,), generator=g)
+    qhue, qtex = torch.rand(200, generator=g), torch.randint(0, 4, (200,), generator=g)
+    d = (hue[None] - qhue[:, None]).abs()
+    by_hue = torch.minimum(d, 1 - d).argsort(1)[:, :8]  # each query's 8 closest hues, on the hue circle
+    same = shared_factors(by_hue, {"hue": hue, "texture": texture}, {"hue": qhue, "texture": qtex})
+    assert same["hue"] > 0.95 and abs(same["texture"]) < 0.1  # sharing hue says nothing about texture
+    by_tex = torch.stack([torch.nonzero(texture == t).flatten()[:8] for t in qtex.tolist()])
+    assert shared_factors(by_tex, {"texture": texture}, {"texture": qtex})["texture"] == 1.0
+    rand = shared_factors(torch.randint(1000, (200, 8), generator=g), {"hue": hue}, {"hue": qhue})
+    assert abs(rand["hue"]) < 0.1  # random neighbours share no more than chance
+
+
+def test_retrieval_logs_metrics_and_a_grid_per_layer_beside_an_untrained_trunk():
+    from sslray.data import MemorySource, load_synthetic
+
+    torch.manual_seed(0)
+    trunk = build_trunk("resnet18", 0.125, image_size=16)
+    train, test = load_synthetic("train", 0, 16, 300), load_synthetic("test", 0, 16, 100)
+    cfg = EvalConfig(protocols=["retrieval"], layers=["conv1", "res5"], feature_dim=256)
+    result = evaluate(trunk, MemorySource(train), MemorySource(test), cfg)
+    m = result.metrics
+    for layer in cfg.layers:
+        assert 0 <= m[f"retrieval/{layer}/recall_at_1"] <= m[f"retrieval/{layer}/recall_at_8"] <= 1
+        assert 0 <= m[f"retrieval/{layer}/floor_precision_at_8"] <= 1
+        assert {f"retrieval/{layer}/shares/{f}" for f in ("hue", "x", "texture")} <= set(m)
+        fig = result.figures[f"retrieval_{layer}.png"]
+        assert len(fig.axes) == 8 * 18  # 8 queries x (query, 8 trained, gap, 8 untrained)
+    # conv1 of any trunk keeps colour: its neighbours share the foreground hue well above chance
+    assert m["retrieval/conv1/shares/hue"] > 0.2
+    assert "per_layer.png" not in result.figures  # no per-layer probe was asked for
+    assert result.lines() == [f"retrieval precision@8 (untrained): conv1 {100 * m['retrieval/conv1/precision_at_8']:.1f} "
+                              f"({100 * m['retrieval/conv1/floor_precision_at_8']:.1f})  res5 "
+                              f"{100 * m['retrieval/res5/precision_at_8']:.1f} ({100 * m['retrieval/res5/floor_precision_at_8']:.1f})"]

@@ -56,7 +56,8 @@ def _timed(timings: dict[str, float] | None, part: str):
 
 def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None = None,
                  cache_key: str = "", seed: int = 0, device=None,
-                 timings: dict[str, float] | None = None, grid: dict | None = None) -> dict[str, float]:
+                 timings: dict[str, float] | None = None, grid: dict | None = None,
+                 feats_out: dict | None = None) -> dict[str, float]:
     """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``
     (tuned: also ``untuned/<layer>/top1`` and ``probe/<layer>/{lr,weight_decay,val_top1}``).
 
@@ -75,6 +76,8 @@ def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None =
             if cache:
                 cache.put(split, got)
         feats[split] = got
+    if feats_out is not None:
+        feats_out.update(feats)
     metrics: dict[str, float] = {}
     for layer in cfg.layers:
         tr, te = feats["train"][layer], feats["test"][layer]
@@ -153,6 +156,11 @@ class Evaluation:
         for k, v in sorted(self.metrics.items()):
             if k.startswith("lowshot/") and k.endswith("/finetune/top1"):
                 out.append(f"fine-tune, {k.split('/')[1]} labels  {100 * v:.1f}")
+        cells = [f"{k.split('/')[1]} {100 * v:.1f} ({100 * self.metrics[k.replace('/precision', '/floor_precision')]:.1f})"
+                 for k, v in self.metrics.items() if k.startswith("retrieval/") and k.endswith("/precision_at_8")
+                 and "/floor_" not in k]
+        if cells:
+            out.append("retrieval precision@8 (untrained): " + "  ".join(cells))
         return out
 
 
@@ -164,7 +172,9 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
     grid: dict = {}
     if probe_path(cfg, train.kind) == "cached":
         train_set, test_set = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
-        metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device, grid=grid)
+        feats: dict = {}
+        metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device, grid=grid,
+                               feats_out=feats)
         ft_train, ft_test = MemorySource(train_set), MemorySource(test_set)
     else:  # linear probes on the stream; kNN, low-shot and invariance on a stated subset held in memory
         from .streamed import streamed_linear_probes
@@ -172,7 +182,7 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
         metrics = streamed_linear_probes(trunk, train, test, cfg, seed, device, grid=grid) \
             if "linear" in cfg.protocols else {}
         train_set, test_set = train.subset(cfg.train_limit or cfg.subset), test.subset(cfg.test_limit or cfg.subset)
-        if {"knn", "lowshot"} & set(cfg.protocols):
+        if {"knn", "lowshot", "retrieval"} & set(cfg.protocols):
             feats = {split: extract_features(trunk, data.images, cfg.layers, cfg.feature_dim, device=device,
                                              desc=f"features {split}") for split, data in (("train", train_set),
                                                                                            ("test", test_set))}
@@ -193,12 +203,20 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
                 idx = label_subset(train_set.labels, fraction, shots, seed)
                 metrics[f"lowshot/{name}/finetune/top1"] = finetune(
                     trunk, MemorySource(train_set.subset(idx)), ft_test, cfg, seed, device, desc=f"fine-tune {name}")
+    figures = {}
+    if "retrieval" in cfg.protocols:
+        from .retrieval import retrieval
+
+        got, figures = retrieval(trunk, train_set, test_set, feats, cfg, seed, device, title)
+        metrics.update(got)
     if cfg.invariance:
         from .invariance import measure_invariance
 
         metrics.update(measure_invariance(trunk, test_set, cfg, seed=seed))
     result = Evaluation(metrics, records={"probe_grid.json": grid} if grid else {})
-    result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train.num_classes)
+    if result.tables():
+        result.figures["per_layer.png"] = plot_per_layer(result.tables(), title=title, chance=1 / train.num_classes)
+    result.figures.update(figures)
     return result
 
 
