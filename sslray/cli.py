@@ -198,7 +198,7 @@ def cmd_eval(args) -> int:
     from .methods._source import load_trunk
     from .tracking import RunDir, Tracker
     from .train.build import build_config
-    from .train.record import evaluate_and_record
+    from .train.record import evaluate_and_record, evaluate_over_epochs
 
     try:
         run_dir = RunDir.find(args.run, "runs")  # always a folder with a checkpoint
@@ -207,9 +207,15 @@ def cmd_eval(args) -> int:
     base = run_dir.config()
     cfg = build_config(base["method"], _overrides(args), base)
     trunk = load_trunk(run_dir, cfg.model_dump())
+    for epoch in cfg.eval.at_epochs:  # every kept trunk is there before any work starts
+        if epoch != cfg.epochs and not run_dir.trunk_at(epoch).is_file():
+            raise UserError(f"eval: {run_dir.path} kept no trunk after epoch {epoch} (kept: "
+                            f"{sorted(int(p.stem[7:]) for p in run_dir.path.glob('trunk_e*.pt')) or 'none'})")
     train, test = open_sources(cfg.data)
     tracker = Tracker(cfg.experiment, run_id=run_dir.mlflow_run_id)
-    evaluate_and_record(trunk, train, test, cfg, run_dir, tracker, progress=not args.quiet)
+    final = evaluate_and_record(trunk, train, test, cfg, run_dir, tracker, progress=not args.quiet)
+    if cfg.eval.at_epochs:
+        evaluate_over_epochs(trunk, train, test, cfg, run_dir, tracker, final, progress=not args.quiet)
     tracker.finish()
     return 0
 

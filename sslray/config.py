@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from . import LAYERS
 from .errors import UserError
@@ -120,6 +120,9 @@ class EvalConfig(Strict):
     lowshot_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.1], description="lowshot: label fractions of every class (in (0, 1])")
     lowshot_shots: list[PositiveInt] = Field(default_factory=list, description="lowshot: images per class (k-shot)")
+    at_epochs: list[PositiveInt] = Field(default_factory=list, description="also evaluate the trunk as it was after "
+                                         "these epochs (linear + kNN per layer, at_epoch/... with the epoch as step) "
+                                         "and draw transfer against pretext epochs: how long to pretrain")
     layers: list[Layer] = Field(default_factory=lambda: list(LAYERS))
     feature_dim: PositiveInt = Field(
         9216, description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
@@ -215,6 +218,13 @@ class RunConfig(Strict):
     output_dir: str = "runs"
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's)")
 
+    @model_validator(mode="after")
+    def _at_epochs_exist(self):
+        late = [e for e in self.eval.at_epochs if e > self.epochs]
+        if late:
+            raise ValueError(f"eval.at_epochs names epoch(s) {late} of a {self.epochs}-epoch run: no trunk is saved there")
+        return self
+
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` with YAML typing of the values."""
@@ -250,6 +260,8 @@ def validation_message(e: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
+    if err["type"] == "value_error" and not err["loc"]:  # a check across keys says itself what is wrong
+        return msg.removeprefix("Value error, ")
     value = err.get("input")
     shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
     return f"{loc}: {msg}{shown}"

@@ -60,6 +60,24 @@ def test_protocols_from_the_cli_log_fine_tune_and_low_shot_metrics(mlflow_runs, 
     assert runs[0].data.params["eval.protocols"] == "linear,finetune,lowshot"
 
 
+def test_at_epochs_keeps_trunks_evaluates_them_by_epoch_and_eval_refuses_an_epoch_not_kept(mlflow_runs, capsys):
+    assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "3", "--set", "eval.at_epochs=[1]",
+                  "--set", "eval.layers=[res3,res5]") == 0
+    c, runs = mlflow_runs()
+    run = runs[0]
+    hist = {m.step: m.value for m in c.get_metric_history(run.info.run_id, "at_epoch/transfer/res5/top1")}
+    assert sorted(hist) == [1, 3] and hist[3] == run.data.metrics["transfer/res5/top1"]
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "at_epoch/knn/res3/top1")] == [1, 3]
+    assert "plots/over_epochs.png" in [a.path for a in c.list_artifacts(run.info.run_id, "plots")]
+    folder = next(Path("runs").glob("rotation-*"))
+    assert sorted(p.name for p in folder.glob("trunk*.pt")) == ["trunk.pt", "trunk_e1.pt"]
+    capsys.readouterr()
+    assert main(["eval", str(folder), "--set", "eval.at_epochs=[2]", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "kept no trunk after epoch 2 (kept: [1])" in err and err.count("\n") == 1
+    assert main(["eval", str(folder), "--set", "eval.at_epochs=[1]", "--set", "eval.layers=[res3,res5]", "--quiet"]) == 0
+
+
 def test_seeds_train_one_configuration_n_times_with_one_group_and_print_intervals(mlflow_runs, capsys):
     assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1", "--seeds", "2",
                   "--set", "run.seed=5", "--set", "eval.layers=[conv1,res5]") == 0

@@ -43,3 +43,39 @@ def plot_per_layer(results: dict[str, dict[str, float]], title: str = "", chance
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_over_epochs(transfer: dict[int, dict[str, float]], pretext: dict[int, float] | None = None, title: str = ""):
+    """``transfer = {epoch: {layer: top1}}`` -> top-1 (%) of every layer against pretext epochs,
+    and beside it the pretext task's own accuracy by epoch (``pretext = {epoch: acc}``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .. import LAYERS
+
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=120, gridspec_kw={"width_ratios": [3, 2]})
+    epochs = sorted(transfer)
+    for layer in [layer for layer in LAYERS if any(layer in transfer[e] for e in epochs)]:
+        xs = [e for e in epochs if layer in transfer[e]]
+        ax.plot(xs, [100 * transfer[e][layer] for e in xs], marker="o", label=layer)
+    ax.set_xlabel("pretext epochs")
+    ax.set_ylabel("linear probe top-1 (%)")
+    ax.set_title("transfer by layer", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if pretext:
+        xs = sorted(pretext)
+        ax2.plot(xs, [100 * pretext[e] for e in xs], marker=".", color="black")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (ax, ax2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax2.set_xlabel("pretext epochs")
+    ax2.set_ylabel("pretext task accuracy (%)")
+    ax2.set_title("the pretext task", fontsize=9)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

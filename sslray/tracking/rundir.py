@@ -185,6 +185,19 @@ class RunDir:
     def load_trunk(self) -> dict:
         return load_torch(self.file(self.TRUNK), "trunk")
 
+    def trunk_at(self, epoch: int) -> Path:
+        """Where the trunk as it was after ``epoch`` (1-based) is kept (``eval.at_epochs``)."""
+        return self.file(f"trunk_e{epoch}.pt")
+
+    def save_trunk_at(self, epoch: int, state_dict: dict) -> None:
+        save_torch(self.trunk_at(epoch), {k: v.detach().cpu() for k, v in state_dict.items()})
+
+    def load_trunk_at(self, epoch: int) -> dict:
+        if not self.trunk_at(epoch).is_file():
+            raise UserError(f"{self.path} kept no trunk after epoch {epoch} (train with eval.at_epochs including "
+                            f"{epoch} to keep one)")
+        return load_torch(self.trunk_at(epoch), f"trunk of epoch {epoch}")
+
     # ---------------------------------------------------------------- evaluation
     def write_transfer(self, metrics: dict[str, float]) -> None:
         _write_text(self.file(self.TRANSFER), json.dumps(metrics, indent=1))

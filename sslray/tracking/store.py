@@ -208,6 +208,10 @@ class Tracker:
         """Whether metric ``key`` already has a value at ``step`` (exactly-once epoch logging)."""
         return any(m.step == step for m in self.store.history(self.run_id, key))
 
+    def history(self, key: str) -> dict[int, float]:
+        """``{step: value}`` of metric ``key`` in this run."""
+        return {m.step: m.value for m in self.store.history(self.run_id, key)}
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         self.store.set_tags(self.run_id, tags)
 

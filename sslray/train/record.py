@@ -26,3 +26,34 @@ def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Track
         for line in result.lines():
             print(line)
     return result.metrics
+
+
+def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker, final: dict[str, float],
+                         progress: bool = True) -> dict[int, dict[str, float]]:
+    """Evaluate the trunks kept after each of ``cfg.eval.at_epochs`` (linear probe and kNN per layer
+    only) and log ``at_epoch/transfer/<layer>/top1`` and ``at_epoch/knn/<layer>/top1`` with the epoch
+    as step — the final evaluation (``final``) too, at the last epoch — and ``over_epochs.png``:
+    transfer by layer against pretext epochs beside the pretext accuracy (``train/acc``)."""
+    import copy
+
+    from ..eval import per_layer
+    from ..eval.plots import plot_over_epochs
+
+    quick = cfg.eval.model_copy(update={"protocols": ["linear", "knn"], "invariance": []})
+    by_epoch = {cfg.epochs: {k: v for k, v in final.items() if k.startswith(("transfer/", "knn/"))}}
+    snapshot = copy.deepcopy(trunk)
+    for epoch in sorted(set(cfg.eval.at_epochs) - {cfg.epochs}):
+        snapshot.load_state_dict(run_dir.load_trunk_at(epoch))
+        if progress:
+            print(f"evaluating the trunk after epoch {epoch}", flush=True)
+        by_epoch[epoch] = {k: v for k, v in evaluate(snapshot, train, test, quick, seed=cfg.eval.seed).metrics.items()
+                           if k.startswith(("transfer/", "knn/"))}
+    for epoch, metrics in sorted(by_epoch.items()):
+        tracker.log_metrics({f"at_epoch/{k}": v for k, v in metrics.items()}, step=epoch)
+    pretext = {step + 1: value for step, value in tracker.history("train/acc").items()}  # step = epoch - 1
+    fig = plot_over_epochs({e: per_layer(m, "transfer") for e, m in by_epoch.items()}, pretext,
+                           title=f"{cfg.method} on {cfg.data.name}: how long to pretrain")
+    tracker.log_artifact(run_dir.save_figure(fig, "over_epochs.png"), "plots")
+    if progress:
+        print(layer_table([(f"after {e} epochs", per_layer(m, "transfer")) for e, m in sorted(by_epoch.items())]))
+    return by_epoch

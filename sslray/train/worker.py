@@ -25,7 +25,7 @@ from ..tracking import RunDir, Tracker
 from .build import Built, build_run
 from .checkpoint import LocalCheckpoints, RayCheckpoints
 from .loop import fit
-from .record import evaluate_and_record
+from .record import evaluate_and_record, evaluate_over_epochs
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
                 print(f"collapse: {cfg.method} at epoch {epoch + 1}: {why}", flush=True)
                 tracker.set_tags({"sslray.collapsed": f"epoch {epoch + 1}: {why}"})
             stop_why = why if cfg.eval.stop_on_collapse else None
+        if ctx.is_main and epoch + 1 in cfg.eval.at_epochs:  # before the checkpoint: a resume never misses it
+            run_dir.save_trunk_at(epoch + 1, method.trunk.state_dict())
         state.update(config=cfg.model_dump(), mlflow_run_id=spec.run_id, metrics=logged)
         if tracker and state.get("corrupt"):
             tracker.set_tags({"sslray.data.corrupt_first": "; ".join(state["corrupt"])[:5000]})
@@ -167,6 +169,8 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     run_dir.save_trunk(method.trunk.state_dict())
     if cfg.eval.enabled:
         last.update(evaluate_and_record(method.trunk, built.train, built.test, cfg, run_dir, tracker, spec.progress))
+        if cfg.eval.at_epochs:
+            evaluate_over_epochs(method.trunk, built.train, built.test, cfg, run_dir, tracker, last, spec.progress)
     return last
 
 
