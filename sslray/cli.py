@@ -211,7 +211,7 @@ def cmd_eval(args) -> int:
         if epoch != cfg.epochs and not run_dir.trunk_at(epoch).is_file():
             raise UserError(f"eval: {run_dir.path} kept no trunk after epoch {epoch} (kept: "
                             f"{sorted(int(p.stem[7:]) for p in run_dir.path.glob('trunk_e*.pt')) or 'none'})")
-    train, test = open_sources(cfg.data)
+    train, test = open_sources(cfg.eval.data or cfg.data)
     tracker = Tracker(cfg.experiment, run_id=run_dir.mlflow_run_id)
     final = evaluate_and_record(trunk, train, test, cfg, run_dir, tracker, progress=not args.quiet)
     if cfg.eval.at_epochs:

@@ -51,12 +51,16 @@ def labels(runs: list[dict[str, Any]]) -> list[str]:
         peers = [f for p, f in zip(runs, flats) if p["config"].get("method", p["dir"].name) == method]
         differ = []
         for key in sorted({k for f in peers for k in f}, key=lambda k: (k != "epochs", not k.startswith("settings."), k)):
-            if key == "method" or len({json.dumps(f.get(key), sort_keys=True, default=str) for f in peers}) < 2:
+            if key in ("method", "eval.data") or key.startswith("eval.data.") or \
+                    len({json.dumps(f.get(key), sort_keys=True, default=str) for f in peers}) < 2:
                 continue
             if key == "epochs":
                 differ.append(f"{flat.get('epochs')} ep")
             else:
                 differ.append(f"{key.removeprefix('settings.')}={_short(flat.get(key))}")
+        on = (r["config"].get("eval") or {}).get("data")
+        if on:  # the numbers are on another collection than the pretraining: say which
+            differ.append(f"(evaluated on {on.get('name')}" + (f" {Path(on['root']).name}" if on.get("root") else "") + ")")
         out.append(" ".join([method, *differ]))
     return out
 

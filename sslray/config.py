@@ -53,6 +53,9 @@ class DataConfig(Strict):
     image_size: PositiveInt = Field(32, description="images are resized to this square size")
     download: bool = Field(False, description="cifar10 only: download if missing")
     seed: int = Field(0, description="synthetic only: generator seed")
+    labels: bool = Field(True, description="false: an unlabelled collection (imagefolder: images anywhere under the "
+                                           "root, sub-folders carry no meaning; every fifth image is held out as "
+                                           "its test split); evaluate it through eval.data, a labelled one")
 
     @field_validator("root")
     @classmethod
@@ -120,6 +123,8 @@ class EvalConfig(Strict):
     lowshot_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.1], description="lowshot: label fractions of every class (in (0, 1])")
     lowshot_shots: list[PositiveInt] = Field(default_factory=list, description="lowshot: images per class (k-shot)")
+    data: DataConfig | None = Field(None, description="the labelled collection to evaluate on (transfer), e.g. "
+                                                     "eval.data.name=synthetic; default: the pretraining data")
     at_epochs: list[PositiveInt] = Field(default_factory=list, description="also evaluate the trunk as it was after "
                                          "these epochs (linear + kNN per layer, at_epoch/... with the epoch as step) "
                                          "and draw transfer against pretext epochs: how long to pretrain")
@@ -217,6 +222,15 @@ class RunConfig(Strict):
     run_name: str | None = None
     output_dir: str = "runs"
     threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's)")
+
+    @model_validator(mode="after")
+    def _labelled_evaluation(self):
+        if self.eval.data is not None and not self.eval.data.labels:
+            raise ValueError("eval.data must be a labelled collection (eval.data.labels=false has nothing to probe)")
+        if not self.data.labels and self.eval.enabled and self.eval.data is None:
+            raise ValueError("data.labels=false: an unlabelled collection has no labels to evaluate on; name a "
+                             "labelled one with eval.data (e.g. --set eval.data.name=synthetic) or eval.enabled=false")
+        return self
 
     @model_validator(mode="after")
     def _at_epochs_exist(self):

@@ -78,6 +78,36 @@ def test_at_epochs_keeps_trunks_evaluates_them_by_epoch_and_eval_refuses_an_epoc
     assert main(["eval", str(folder), "--set", "eval.at_epochs=[1]", "--set", "eval.layers=[res3,res5]", "--quiet"]) == 0
 
 
+def _unlabelled_tree(root: Path, n: int = 60) -> Path:
+    g = torch.Generator().manual_seed(0)
+    for i in range(n):  # any depth: sub-folders mean nothing in an unlabelled collection
+        folder = root / ("a" if i % 2 else "a/b")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(torch.randint(0, 256, (24, 24, 3), generator=g, dtype=torch.uint8).numpy()).save(folder / f"{i}.png")
+    return root
+
+
+def test_unlabelled_pretraining_is_evaluated_on_another_labelled_collection(mlflow_runs, tmp_path, capsys):
+    from sslray.compare import labels
+    from sslray.config import DataConfig
+    from sslray.data import open_sources
+
+    root = _unlabelled_tree(tmp_path / "unl")
+    train, test = open_sources(DataConfig(name="imagefolder", root=str(root), labels=False))
+    assert (len(train), len(test), train.classes) == (48, 12, ["unlabelled"])  # every fifth image held out
+    assert main(["train", "--method", "rotation", "--data", "imagefolder", "--root", str(root), "--epochs", "1",
+                 "--set", "data.labels=false", "--set", "optim.batch_size=16", "--set", "eval.data.name=synthetic",
+                 "--set", "eval.data.limit=200", "--set", "eval.data.test_limit=100", "--set", "eval.layers=[res3]",
+                 "--set", "trunk.width=0.125", "--set", "eval.probe_epochs=3", "--set", "eval.feature_dim=256",
+                 "--quiet"]) == 0
+    c, runs = mlflow_runs()
+    p, m = runs[0].data.params, runs[0].data.metrics
+    assert p["data.labels"] == "False" and p["eval.data.name"] == "synthetic"
+    assert 0 <= m["transfer/res3/top1"] <= 1 and 0 <= m["knn/res3/top1"] <= 1
+    config = {"method": "rotation", "eval": {"data": {"name": "synthetic", "root": None}}}
+    assert labels([{"dir": Path("r"), "config": config}]) == ["rotation (evaluated on synthetic)"]
+
+
 def test_seeds_train_one_configuration_n_times_with_one_group_and_print_intervals(mlflow_runs, capsys):
     assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1", "--seeds", "2",
                   "--set", "run.seed=5", "--set", "eval.layers=[conv1,res5]") == 0

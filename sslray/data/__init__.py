@@ -68,7 +68,12 @@ def open_sources(cfg) -> tuple[Source, Source]:
             raise UserError(f"data.source=stream reads image files (data.name=imagefolder or manifest); "
                             f"{cfg.name} is held in memory")
         train, test = load_data(cfg)
+        if not cfg.labels:  # the same images with their labels dropped: one class
+            train, test = (ImageSet(s.images, torch.zeros_like(s.labels), ["unlabelled"], s.name, s.split)
+                           for s in (train, test))
         return MemorySource(train), MemorySource(test)
+    if cfg.name == "parquet" and not cfg.labels:
+        raise UserError("data.labels=false reads an image folder (data.name=imagefolder), cifar10 or synthetic")
     if cfg.name == "parquet":
         if cfg.source == "memory":
             raise UserError("data.name=parquet streams its shards: leave data.source at auto or stream")

@@ -150,7 +150,29 @@ def scan_imagefolder(root: str, split: str, limit: int | None) -> tuple[list[str
     return classes, files, labels, f"{tree.location(sub)}|{single}"
 
 
-def folder_catalogue(root: str, split: str, limit: int | None) -> Catalogue:
+def scan_unlabelled(root: str, split: str, limit: int | None) -> tuple[list[str], np.ndarray]:
+    """Every image under ``root`` at any depth (sorted by path), one class; every fifth image is
+    the test split."""
+    tree = FileTree(root)
+    files, todo = [], [""]
+    while todo:
+        rel = todo.pop()
+        dirs, names = tree.entries(rel)
+        prefix = f"{rel}/" if rel else ""
+        files += [prefix + f for f in names]
+        todo += [prefix + d for d in dirs]
+    if not files:
+        raise UserError(f"no images under {root} (data.labels=false reads every image below the root)")
+    files.sort()
+    keep = (np.arange(len(files)) % 5 == 4) if split == "test" else (np.arange(len(files)) % 5 != 4)
+    files = [tree.location(f) for f, k in zip(files, keep) if k]
+    return files[:limit] if limit else files, np.zeros(min(len(files), limit or len(files)), np.int64)
+
+
+def folder_catalogue(root: str, split: str, limit: int | None, labelled: bool = True) -> Catalogue:
+    if not labelled:
+        files, labels = scan_unlabelled(root, split, limit)
+        return Catalogue(files, labels, ["unlabelled"], "imagefolder", split, f"{root}|unlabelled|{split}|{limit}")
     classes, files, labels, key = scan_imagefolder(root, split, limit)
     return Catalogue(files, labels, classes, "imagefolder", split, f"{key}|{limit}")
 
@@ -208,5 +230,8 @@ def catalogue(cfg, split: str) -> Catalogue:
     if not cfg.root:
         raise UserError(f"data {cfg.name!r} needs a root: --set data.root=PATH")
     if cfg.name == "manifest":
+        if not cfg.labels:
+            raise UserError("data.labels=false reads an image folder (data.name=imagefolder); a manifest's labels "
+                            "column is its own: leave it out of eval.data instead")
         return manifest_catalogue(cfg.root, split, limit)
-    return folder_catalogue(cfg.root, split, limit)
+    return folder_catalogue(cfg.root, split, limit, cfg.labels)

@@ -34,6 +34,8 @@ class Method(nn.Module):
     Settings: ClassVar[type[Strict]] = Strict
     #: False for baselines that are evaluated without training (``random``)
     trains: ClassVar[bool] = True
+    #: True for methods that train on the labels (``supervised``): refused on an unlabelled collection
+    needs_labels: ClassVar[bool] = False
 
     def __init__(self, settings: Strict, trunk: nn.Module, info: DataInfo):
         super().__init__()

@@ -33,6 +33,7 @@ class Supervised(Method):
 
     name = "supervised"
     Settings = SupervisedSettings
+    needs_labels = True
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

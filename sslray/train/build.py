@@ -68,6 +68,12 @@ class Built:
     train: Source
     test: Source
     method: Method
+    eval_train: Source | None = None  # eval.data's sources, when the evaluation is on another collection
+    eval_test: Source | None = None
+
+    def eval_sources(self) -> tuple[Source, Source]:
+        """What the evaluation probes: eval.data's sources, or the pretraining data's."""
+        return (self.eval_train, self.eval_test) if self.eval_train is not None else (self.train, self.test)
 
     def shipped_sources(self) -> tuple[Source, Source] | None:
         """What a worker takes from the driver instead of opening the data again: a streamed
@@ -104,7 +110,12 @@ def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Sou
     here, before any run starts."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if get_method(cfg.method).needs_labels and not cfg.data.labels:
+        raise UserError(f"{cfg.method} trains on labels: data.labels=false gives it none")
     train, test = sources or open_sources(cfg.data)
     if cfg.optim.batch_size > len(train):
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({len(train)} images)")
-    return Built(cfg, train, test, build_method(cfg, train, init_state))
+    eval_train = eval_test = None
+    if cfg.eval.data is not None and cfg.eval.enabled:
+        eval_train, eval_test = open_sources(cfg.eval.data)
+    return Built(cfg, train, test, build_method(cfg, train, init_state), eval_train, eval_test)

@@ -12,7 +12,8 @@ from ..tracking import RunDir, Tracker
 def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker,
                         progress: bool = True) -> dict[str, float]:
     result = evaluate(trunk, train, test, cfg.eval, seed=cfg.eval.seed,
-                      title=f"{cfg.method} on {cfg.data.name}: top-1 by layer ({cfg.epochs} epochs)",
+                      title=f"{cfg.method} on {cfg.data.name}: top-1 by layer ({cfg.epochs} epochs)"
+                            + (f", evaluated on {cfg.eval.data.name}" if cfg.eval.data else ""),
                       cache_dir=run_dir.features, cache_key=f"{tracker.run_id}|{cfg.epochs}")
     tracker.log_metrics(result.metrics)
     run_dir.write_transfer(result.metrics)

@@ -119,7 +119,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     if start and tracker:
         log_pending(tracker, start)
     method = built.method
-    monitor = KnnMonitor(built.train, built.test, cfg.eval) if cfg.eval.monitor and ctx.is_main else None
+    monitor = KnnMonitor(*built.eval_sources(), cfg.eval) if cfg.eval.monitor and ctx.is_main else None
     health = HealthMonitor(built.train, cfg.eval) if cfg.eval.health and ctx.is_main and method.trains else None
     embed_dim = next((getattr(method.settings, k) for k in ("embed_dim", "proj_dim") if hasattr(method.settings, k)),
                      None)
@@ -168,9 +168,10 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     method.to(ctx.device)
     run_dir.save_trunk(method.trunk.state_dict())
     if cfg.eval.enabled:
-        last.update(evaluate_and_record(method.trunk, built.train, built.test, cfg, run_dir, tracker, spec.progress))
+        train, test = built.eval_sources()
+        last.update(evaluate_and_record(method.trunk, train, test, cfg, run_dir, tracker, spec.progress))
         if cfg.eval.at_epochs:
-            evaluate_over_epochs(method.trunk, built.train, built.test, cfg, run_dir, tracker, last, spec.progress)
+            evaluate_over_epochs(method.trunk, train, test, cfg, run_dir, tracker, last, spec.progress)
     return last
 
 
