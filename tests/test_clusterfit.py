@@ -117,3 +117,62 @@ def test_bad_source_is_one_line_exit_2_before_mlflow(capsys, tmp_path):
         assert err.count("\n") == 0 and err.startswith("sslray: error:") and expected in err, err
     assert main(["train", "--method", "distill", "--set", f"source={broken}", "--quiet"]) == 2
     assert not Path("mlflow.db").exists() and not Path("runs").exists()
+
+
+# ---- the label-noise experiment (issue 15): noisy supervised source, then distillation and ClusterFit
+
+def test_label_noise_flips_a_fixed_share_of_labels_never_to_the_true_class():
+    cls = get_method("supervised")
+    m = cls(cls.Settings(label_noise=0.3, noise_seed=1), build_trunk("resnet18", 0.125, image_size=16),
+            DataInfo(10, 2000, 16))
+    y, idx = torch.arange(2000) % 10, torch.arange(2000)
+    noisy = m.noisy(y, idx)
+    flipped = noisy != y
+    assert 0.27 < float(flipped.float().mean()) < 0.33 and m.describe()["label_noise_actual"] == pytest.approx(
+        float(flipped.float().mean()), abs=1e-4)
+    assert torch.equal(m.noisy(y[idx.flip(0)], idx.flip(0)), noisy.flip(0))  # a function of the image, not the order
+    assert len(set(noisy[flipped].tolist())) == 10  # wrong labels spread over every class
+    clean = cls(cls.Settings(), build_trunk("resnet18", 0.125, image_size=16), DataInfo(10, 2000, 16))
+    assert torch.equal(clean.noisy(y, idx), y) and clean.describe() == {}
+
+
+def test_pretrained_distill_and_clusterfit_from_a_noisy_supervised_source(mlflow_runs, capsys):
+    small = ["--set", "eval.layers=[res3,res5]"]
+    assert main(["train", "--method", "supervised", "--epochs", "1", "--set", "label_noise=0.5", *small, *TINY]) == 0
+    _, runs = mlflow_runs()
+    source = runs[0]
+    assert 0.4 < float(source.data.params["method.label_noise_actual"]) < 0.6
+    named = "source=latest:supervised?label_noise=0.5"
+    assert main(["train", "--method", "pretrained", "--set", named, *small, *TINY]) == 0
+    assert main(["train", "--method", "distill", "--epochs", "1", "--set", named, "--set", "targets=classifier",
+                 *small, *TINY]) == 0
+    assert main(["train", "--method", "clusterfit", "--epochs", "1", "--set", named, "--set", "clusters=10",
+                 *small, *TINY]) == 0
+    _, runs = mlflow_runs()
+    clusterfit, distill, pretrained = runs[:3]
+    for run in (pretrained, distill, clusterfit):
+        assert run.data.tags["mlflow.parentRunId"] == source.info.run_id
+        assert run.data.params["method.source_label_noise"] == "0.5"
+    assert distill.data.params["method.classes"] == "10"
+    # the pretrained line is the source's own trunk under the same protocol: the same numbers
+    for key in ("transfer/res3/top1", "knn/res5/top1"):
+        assert pretrained.data.metrics[key] == source.data.metrics[key]
+    capsys.readouterr()
+    assert main(["train", "--method", "pretrained", "--set", "source=latest:supervised?label_noise=0.25", *TINY]) == 2
+    assert "no checkpoint of method 'supervised' with label_noise=0.25" in capsys.readouterr().err
+
+
+
+def test_distilling_a_classifier_needs_a_source_with_one(tmp_path):
+    from sslray.errors import UserError
+    from sslray.methods._source import SourceRun
+    from sslray.methods.clusterfit import source_head
+    from sslray.tracking import RunDir
+
+    torch.save({"model": {"trunk.conv1.weight": torch.zeros(8, 3, 3, 3), "projector.weight": torch.zeros(4, 8)}},
+               tmp_path / RunDir.CHECKPOINT)
+    with pytest.raises(UserError, match="has no classifier head; targets=classifier needs a supervised run"):
+        source_head(SourceRun(RunDir(tmp_path), "", "simclr", {}))
+    torch.save({"model": {"head.weight": torch.ones(3, 8), "head.bias": torch.arange(3.0)}}, tmp_path / RunDir.CHECKPOINT)
+    head = source_head(SourceRun(RunDir(tmp_path), "", "supervised", {}))
+    assert head(torch.zeros(1, 8)).tolist() == [[0.0, 1.0, 2.0]]

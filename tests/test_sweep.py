@@ -542,3 +542,30 @@ def test_a_study_stops_collapsed_trials_and_reports_them(tmp_path, monkeypatch, 
     assert main(["report", "coll"]) == 0
     out = capsys.readouterr().out
     assert out.count("coll@1") == 2 and "best:" not in out
+
+
+def test_report_draws_the_objective_one_line_per_variant_against_a_named_source(tmp_path):
+    """The label-noise study's figure: x is a source named with a query, one line per method."""
+    from sslray.sweep.report import _fmt, _pairs, _plots
+
+    rows = []
+    for method, extra in (("pretrained", {}), ("distill", {"targets": "classifier"}), ("clusterfit", {})):
+        for i, p in enumerate((0.0, 0.5)):
+            rows.append({"method": method, "swept": {"source": f"latest:supervised?label_noise={p}", **extra,
+                                                      "clusters": None},
+                         "transfer": {layer: 0.1 + 0.01 * i for layer in LAYERS}})
+    figures = _plots("ln", rows, "source", tmp_path, metric="transfer/res4/top1")
+    assert {f.name for f in figures} >= {"metric_vs_swept.png", "objective_by_variant.png"}
+    assert (tmp_path / "objective_by_variant.png").read_bytes()[:4] == b"\x89PNG"
+    assert _pairs(rows[2]["swept"]) == ["source=label_noise=0.0", "targets=classifier"]  # None: not applicable
+    assert _fmt("/tmp/x/runs/sweeps/label_noise/trials") == "trials" and _fmt(0.25) == "0.25"
+
+
+def test_relative_paths_of_a_study_are_anchored_where_it_is_launched(tmp_path, monkeypatch):
+    from sslray.sweep.study import _anchored
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "trials").mkdir(parents=True)
+    assert _anchored("runs/trials") == str(tmp_path / "runs" / "trials")
+    assert _anchored("latest:supervised?label_noise=0.5") == "latest:supervised?label_noise=0.5"
+    assert _anchored("nowhere/else") == "nowhere/else" and _anchored(0.5) == 0.5

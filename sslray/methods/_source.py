@@ -24,7 +24,9 @@ def find_source(target: str, output_dir: str, who: str) -> SourceRun:
         raise UserError(f"{who} needs a source run: --set source=RUN_FOLDER_OR_MLFLOW_RUN_ID")
     try:
         run_dir = RunDir.find(target, output_dir)
-    except UserError:
+    except UserError as e:
+        if target.startswith("latest"):  # its own message says which method and values it looked for
+            raise UserError(f"{who}: source {target!r}: {e}") from None
         raise UserError(f"{who}: source {target!r} is not a finished run (no run folder with a checkpoint there, "
                         f"and no run with that MLflow id in {output_dir}/)") from None
     for name in (RunDir.CONFIG, RunDir.TRUNK):

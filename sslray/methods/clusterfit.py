@@ -12,6 +12,7 @@ method's state.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +127,9 @@ class ClusterFit(Method):
         return result
 
     def describe(self):
-        return {"clusters": self.k, "layer": self.settings.layer, "source_method": self.source.method, **self.stats}
+        noise = (self.source.config.get("settings") or {}).get("label_noise")
+        return {"clusters": self.k, "layer": self.settings.layer, "source_method": self.source.method, **self.stats,
+                **({"source_label_noise": noise} if noise is not None else {})}
 
     def run_tags(self):
         return {"mlflow.parentRunId": self.source.mlflow_run_id,
@@ -142,8 +145,27 @@ class ClusterFit(Method):
         return {"loss": F.cross_entropy(logits, target), "acc": accuracy(logits, target)}
 
 
+def source_head(src) -> torch.nn.Linear:
+    """The classifier of a finished run that has one (``head.weight``/``head.bias`` in its
+    checkpoint: a supervised run), as a Linear layer."""
+    from ..tracking import RunDir
+    from ..tracking.rundir import load_torch
+
+    state = load_torch(src.run_dir.file(RunDir.CHECKPOINT), "checkpoint").get("model", {})
+    if "head.weight" not in state or "head.bias" not in state or state["head.weight"].dim() != 2:
+        raise UserError(f"distill: source {src.run_dir} ({src.method}) has no classifier head; targets=classifier "
+                        f"needs a supervised run (or use targets=clusters)")
+    head = torch.nn.Linear(state["head.weight"].shape[1], state["head.weight"].shape[0])
+    head.load_state_dict({"weight": state["head.weight"], "bias": state["head.bias"]})
+    return head
+
+
 class DistillSettings(ClusterFitSettings):
-    temperature: float = Field(0.1, gt=0, description="T of the source's softmax over cosines to the centroids")
+    temperature: float = Field(0.1, gt=0, description="T of the source's softmax (over cosines to the centroids, "
+                                                      "or over its classifier's logits)")
+    targets: Literal["clusters", "classifier"] = Field(
+        "clusters", description="clusters: the source's soft assignment to ClusterFit's k-means clusters; "
+                                "classifier: the source's own classifier (a supervised run's head), as Hinton et al.")
 
 
 @register
@@ -165,6 +187,12 @@ class Distill(ClusterFit):
         super().__init__(settings, trunk, info)
         # the frozen teacher is a submodule: it moves to the device and checkpoints with the method
         self.teacher = super().source_trunk().eval().requires_grad_(False)
+        if settings.targets == "classifier":
+            head = source_head(self.source)
+            self.k = head.out_features
+            self.head = torch.nn.Linear(trunk.out_dim, self.k)
+            self.teacher_head = head.eval().requires_grad_(False)
+            return
         c, h, _ = self.teacher.tap_shapes(info.image_size)[settings.layer]
         side = pool_size(c, h, settings.feature_dim)
         self.register_buffer("centroids", torch.zeros(self.k, c * side * side))
@@ -173,7 +201,15 @@ class Distill(ClusterFit):
         return self.teacher
 
     def setup(self, train):
-        self.centroids.copy_(super().setup(train).centroids)
+        if self.settings.targets == "clusters":
+            self.centroids.copy_(super().setup(train).centroids)
+
+    def describe(self):
+        if self.settings.targets == "classifier":
+            noise = (self.source.config.get("settings") or {}).get("label_noise")
+            return {"classes": self.k, "source_method": self.source.method,
+                    **({"source_label_noise": noise} if noise is not None else {})}
+        return super().describe()
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -183,6 +219,8 @@ class Distill(ClusterFit):
 
     @torch.no_grad()
     def soft_targets(self, x: torch.Tensor) -> torch.Tensor:
+        if self.settings.targets == "classifier":
+            return F.softmax(self.teacher_head(self.teacher(x)) / self.settings.temperature, dim=1)
         layer = self.settings.layer
         f = pool_features(self.teacher.taps(x, [layer])[layer].float(), self.settings.feature_dim)
         return F.softmax(F.normalize(f, dim=1) @ self.centroids.T / self.settings.temperature, dim=1)

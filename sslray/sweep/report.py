@@ -76,7 +76,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     print(f"objective: {mode} {metric}   trials: {len(rows)}")
 
     def label(r):
-        sw = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items())
+        sw = " ".join(_pairs(r["swept"]))
         return f"{r['trial']:<7}{r['method']:<13}{sw[:37]:<38}{r['reason'].label():<10}"
 
     done = [r for r in rows if r["objective"] is not None]
@@ -183,12 +183,12 @@ def _against(obj, value: float) -> str:
 
 
 def _swept(swept: dict) -> str:
-    return " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in swept.items())
+    return " ".join(_pairs(swept))
 
 
 def _group(r: dict, x_key: str | None) -> str:
     """A trial's curve label: its method and every swept value except the plotted x."""
-    return " ".join([r["method"]] + [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in r["swept"].items() if k != x_key])
+    return " ".join([r["method"]] + _pairs(r["swept"], x_key))
 
 
 def _best_per_group(rows: list[dict], x_key: str | None) -> dict[str, dict]:
@@ -213,7 +213,19 @@ def _print_invariance(rows: list[dict]) -> None:
 
 
 def _fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    """A swept value, short: a source ``latest:supervised?label_noise=0.5`` by its query, a path by its
+    last part."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    text = str(v)
+    if "?" in text:
+        return _xtick(text)
+    return Path(text).name if text.startswith("/") else text
+
+
+def _pairs(swept: dict, skip: str | None = None) -> list[str]:
+    """``key=value`` of every swept value that applies (``when`` leaves the others None)."""
+    return [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in swept.items() if k != skip and v not in (None, "None")]
 
 
 def _style(ax, ylabel: str) -> None:
@@ -259,6 +271,12 @@ def _frame_lines(ax, frame: dict, layer: str | None = None) -> None:
         ax.set_ylim(bottom, top)
 
 
+def _xtick(value) -> str:
+    """A swept value as a tick: a source named ``latest:supervised?label_noise=0.5`` by its query."""
+    text = str(value)
+    return text.split("?", 1)[1] if "?" in text else text
+
+
 def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
            families: list[str] = ("transfer", "knn"), frame: dict | None = None,
            metric: str = "") -> list[Path]:
@@ -283,7 +301,7 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                 ys = [rs[i]["transfer"][layer] for i in order]
                 if any(y is None for y in ys):
                     continue
-                xv = [xs[i] if numeric else str(xs[i]) for i in order]
+                xv = [xs[i] if numeric else _xtick(xs[i]) for i in order]
                 line, = ax.plot(xv, [100 * y for y in ys], marker="o", label=layer)
                 bands = [rs[i].get("band", {}).get(layer) for i in order]
                 if all(bands):
@@ -298,6 +316,31 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
             ax.set_xlabel(x_key.split(".")[-1])
             _style(ax, "linear probe top-1 (%)")
         _save(fig, out / "metric_vs_swept.png", figures, f"{name}: transfer by layer against {x_key.split('.')[-1]}")
+        parts = metric.split("/")
+        if len(methods) > 1 and len(parts) == 3 and parts[0] == "transfer":  # the objective's layer, a line per variant
+            fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
+            layer = parts[1]
+            for method in methods:
+                rs = [r for r in rows if _group(r, x_key) == method and x_key in r["swept"]
+                      and r["transfer"].get(layer) is not None]
+                xs = [r["swept"][x_key] for r in rs]
+                numeric = all(isinstance(v, (int, float)) for v in xs)
+                order = sorted(range(len(rs)), key=lambda i: xs[i] if numeric else str(xs[i]))
+                xv = [xs[i] if numeric else _xtick(xs[i]) for i in order]
+                line, = ax.plot(xv, [100 * rs[i]["transfer"][layer] for i in order], marker="o", label=method)
+                bands = [rs[i].get("band", {}).get(layer) for i in order]
+                if bands and all(bands):
+                    ax.errorbar(xv, [100 * rs[i]["transfer"][layer] for i in order],
+                                yerr=[[100 * (rs[i]["transfer"][layer] - b[0]) for i, b in zip(order, bands)],
+                                      [100 * (b[1] - rs[i]["transfer"][layer]) for i, b in zip(order, bands)]],
+                                fmt="none", ecolor=line.get_color(), capsize=3, lw=1)
+            if frame:
+                _frame_lines(ax, frame, layer)
+            ax.set_xlabel(x_key.split(".")[-1])
+            ax.set_title(f"{layer}: one line per variant", fontsize=9)
+            _style(ax, "linear probe top-1 (%)")
+            _save(fig, out / "objective_by_variant.png", figures,
+                  f"{name}: {layer} against {x_key.split('.')[-1]}, one line per variant")
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
     for label, best in best_of.items():
         layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]

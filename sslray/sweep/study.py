@@ -215,8 +215,28 @@ def load_study(ref: str, overrides: dict[str, Any] | None = None) -> Study:
         study.space = load_space(study.search_space, path.parent) if study.search_space else SearchSpace(params=study.params)
     except ValidationError as e:
         raise UserError(f"{path}: {validation_message(e)}") from None
+    _anchor_paths(study)
     validate_trials(study, path)
     return study
+
+
+def _anchored(value: Any) -> Any:
+    """A relative path that exists here, made absolute: trials run in folders of their own."""
+    if isinstance(value, str) and value and "://" not in value and not value.startswith("latest") \
+            and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+def _anchor_paths(study: Study) -> None:
+    """Every path-valued setting of a study (``runs: runs/sweeps/x/trials``) resolved where the study
+    is launched, before its trials run elsewhere."""
+    study.config = {k: _anchored(v) for k, v in study.config.items()}
+    for dist in study.space.params.values():
+        for kind in ("choice", "grid"):
+            values = getattr(dist, kind)
+            if values:
+                setattr(dist, kind, [_anchored(v) for v in values])
 
 
 def param_name(key: str) -> str:

@@ -74,6 +74,30 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _query(query: str) -> dict:
+    """``"label_noise=0.5&pad=4"`` -> ``{"label_noise": 0.5, "pad": 4}`` (values read as YAML)."""
+    import yaml
+
+    out = {}
+    for part in filter(None, query.split("&")):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise UserError(f"latest:<method>?key=value: cannot read {part!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _matches(config: dict, wanted: dict) -> bool:
+    """Whether a run's config has every wanted value: a method setting by name, or a dotted key."""
+    for key, value in wanted.items():
+        node = config.get("settings", {}) if "." not in key else config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != value:
+            return False
+    return True
+
+
 class RunDir:
     CONFIG, META, CHECKPOINT, TRUNK = "config.yaml", "run.json", "checkpoint.pt", "trunk.pt"
     TRANSFER, PLOT, FEATURES, DEBUG = "transfer.json", "per_layer.png", "features", "debug"
@@ -101,10 +125,14 @@ class RunDir:
     @classmethod
     def find(cls, target: str, output_dir: str | Path, method: str | None = None) -> "RunDir":
         """The run folder ``target`` names: a path (to the folder or a file in it), an MLflow run id
-        of a run under ``output_dir``, ``latest`` (the newest run of ``method``) or ``latest:<method>``.
+        of a run under ``output_dir``, ``latest`` (the newest run of ``method``), ``latest:<method>`` or
+        ``latest:<method>?key=value&...`` (the newest whose config has those values: ``label_noise=0.5``).
         Only folders with a checkpoint count; anything else is a one-line UserError."""
+        wanted: dict = {}
         if target.startswith("latest:"):
             target, method = "latest", target.split(":", 1)[1]
+            method, _, query = method.partition("?")
+            wanted = _query(query)
         path = Path(target)
         if path.is_file():
             path = path.parent
@@ -116,12 +144,14 @@ class RunDir:
         for ckpt in found:
             run = cls(ckpt.parent)
             meta = run.meta()
-            if target == "latest" and (method is None or meta.get("method") == method):
+            if target == "latest" and (method is None or meta.get("method") == method) and \
+                    (not wanted or _matches(run.config(), wanted)):
                 return run
             if meta.get("mlflow_run_id") == target:
                 return run
         if target == "latest":
-            raise UserError(f"no checkpoint of method {method!r} in {root}/" if method else f"no run in {root}/")
+            which = f"method {method!r}" + (f" with {', '.join(f'{k}={v}' for k, v in wanted.items())}" if wanted else "")
+            raise UserError(f"no checkpoint of {which} in {root}/" if method else f"no run in {root}/")
         raise UserError(f"no run folder with a checkpoint at {target!r}, and no run with that MLflow id in {root}/")
 
     def create(self) -> "RunDir":
