@@ -140,7 +140,8 @@ class EvalConfig(Strict):
                                                "carved from the training split: every head of the grid trains in "
                                                "one pass, the test top-1 of the head best on validation is reported")
     probe_lrs: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [0.001, 0.01, 0.1], min_length=1, description="probe grid: AdamW lrs")
+        default_factory=lambda: [0.0003, 0.001, 0.003], min_length=1,
+        description="probe grid: AdamW lrs (CIFAR-scale features chose 3e-4 to 1e-3; the fixed lr is added)")
     probe_weight_decays: list[Annotated[float, Field(ge=0)]] = Field(
         default_factory=lambda: [5e-4, 0.05], min_length=1,
         description="probe grid: AdamW (decoupled) weight decays; the per-step shrink is lr x weight decay")

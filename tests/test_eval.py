@@ -3,7 +3,7 @@ import torch
 
 from sslray.config import EvalConfig
 from sslray.data import ImageSet
-from sslray.eval import evaluate, knn_top1, linear_probe, probe_layers, probe_protocol
+from sslray.eval import Evaluation, evaluate, knn_top1, linear_probe, probe_layers, probe_protocol
 from sslray.eval.probes import LinearHeads, carve, tuned_linear_probe
 from sslray.models import build_trunk
 
@@ -26,8 +26,8 @@ def test_probes_on_a_trunk_that_encodes_the_label_beat_chance_and_shuffled_label
     grid = {}
     m = probe_layers(trunk, train, test, cfg, grid=grid)
     assert set(m) == {f"{kind}/{layer}/top1" for kind in ("transfer", "knn", "untuned") for layer in cfg.layers} | {
-        f"probe/{layer}/{k}" for layer in cfg.layers for k in ("lr", "weight_decay", "val_top1")}
-    assert set(grid) == set(cfg.layers) and len(grid["res3"]["heads"]) == 6  # 3 lrs x 2 weight decays
+        f"probe/{layer}/{k}" for layer in cfg.layers for k in ("lr", "weight_decay", "val_top1", "lr_at_edge")}
+    assert set(grid) == set(cfg.layers) and len(grid["res3"]["heads"]) == 7  # fixed + 3 lrs x 2 weight decays
     for layer in cfg.layers:  # the reported head is the one best on validation, and its lr is logged
         best = max(grid[layer]["heads"], key=lambda h: h["val_top1"])
         assert m[f"probe/{layer}/val_top1"] == best["val_top1"]
@@ -108,6 +108,8 @@ def test_a_tuned_probe_rescues_a_layer_that_the_fixed_lr_understates():
     assert m["untuned/res5/top1"] < 0.6 < 0.9 < m["transfer/res5/top1"]
     assert [(h["lr"], h["weight_decay"]) for h in record["heads"]] == [(1e-6, 5e-4), (1e-6, 0.0), (0.05, 0.0)]
     assert record["heads"][2]["test_top1"] == m["transfer/res5/top1"]
+    assert m["probe/res5/lr_at_edge"] == 1.0  # 0.05 is the grid's largest: the best may lie beyond
+    assert "probe lr at the edge of its grid (res5 0.05)" in Evaluation(m).lines()[0]
 
 
 def test_streamed_probes_tune_like_the_cached_ones():

@@ -161,6 +161,11 @@ class Evaluation:
                  and "/floor_" not in k]
         if cells:
             out.append("retrieval precision@8 (untrained): " + "  ".join(cells))
+        edge = [k.split("/")[1] for k, v in self.metrics.items() if k.startswith("probe/") and k.endswith("/lr_at_edge")
+                and v]
+        if edge:
+            lrs = ", ".join(f"{layer} {self.metrics[f'probe/{layer}/lr']:g}" for layer in edge)
+            out.append(f"probe lr at the edge of its grid ({lrs}): the best may lie beyond; widen eval.probe_lrs")
         return out
 
 
