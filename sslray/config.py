@@ -236,7 +236,7 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _at_epochs_exist(self):
         late = [e for e in self.eval.at_epochs if e > self.epochs]
-        if late:
+        if late and self.epochs > 0:  # an untrained run (the random floor) keeps nothing and is evaluated once
             raise ValueError(f"eval.at_epochs names epoch(s) {late} of a {self.epochs}-epoch run: no trunk is saved there")
         return self
 

@@ -41,7 +41,7 @@ def _write(path: Path, data) -> str:
 @pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_study_validates(path):
     study = load_study(str(path))
-    assert study.question and study.methods and study.space.params
+    assert study.question and study.methods and (study.space.params or len(study.methods) > 1)
     if study.search == "grid":
         assert len(grid_points(study)) >= 2
 
@@ -569,3 +569,21 @@ def test_relative_paths_of_a_study_are_anchored_where_it_is_launched(tmp_path, m
     assert _anchored("runs/trials") == str(tmp_path / "runs" / "trials")
     assert _anchored("latest:supervised?label_noise=0.5") == "latest:supervised?label_noise=0.5"
     assert _anchored("nowhere/else") == "nowhere/else" and _anchored(0.5) == 0.5
+
+
+def test_report_draws_transfer_against_pretext_epochs_with_intervals_over_seeds(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from sslray.sweep.report import _over_epochs
+
+    histories, children = {}, []
+    for i, (method, seed) in enumerate((("rotation", 0), ("rotation", 1), ("jigsaw", 0))):
+        run_id = f"r{i}"
+        for layer in LAYERS:
+            histories[(run_id, f"at_epoch/transfer/{layer}/top1")] = [NS(step=e, value=0.1 * e + 0.01 * seed)
+                                                                      for e in (1, 2, 4)]
+        histories[(run_id, "train/acc")] = [NS(step=e, value=0.2 + 0.1 * e) for e in range(4)]
+        children.append(NS(info=NS(run_id=run_id), data=NS(params={"method": method}, metrics={})))
+    store = NS(history=lambda run_id, key: histories.get((run_id, key), []))
+    path = _over_epochs("pe", children, store, tmp_path, 0.95)
+    assert path == tmp_path / "over_epochs.png" and path.read_bytes()[:4] == b"\x89PNG"

@@ -126,6 +126,8 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         _print_invariance(done)
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
+    if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
+        figures.append(_over_epochs(name, children, store, out, study.report.confidence))
     for f in figures:
         store.log_artifact(parent.info.run_id, f, "report")
     for f in figures:
@@ -137,6 +139,58 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     for what, url in urls.items():
         print(f"MLflow {what}: {url}")
     return {"best": best, "configurations": configs, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
+
+
+def _over_epochs(name: str, children: list, store, out: Path, level: float) -> Path:
+    """``over_epochs.png``: for each method (one panel), every layer's linear-probe top-1 against
+    pretext epochs (``at_epoch/transfer/<layer>/top1``), mean over the runs and seeds with its
+    interval, beside the pretext task's own accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..stats import interval
+
+    curves: dict = {}  # method -> layer -> epoch -> [values]
+    pretext: dict = {}  # method -> epoch -> [train/acc]
+    for r in children:
+        method = r.data.params.get("method", "?")
+        for layer in LAYERS:
+            for m in store.history(r.info.run_id, f"at_epoch/transfer/{layer}/top1"):
+                curves.setdefault(method, {}).setdefault(layer, {}).setdefault(m.step, []).append(100 * m.value)
+        if method in curves:
+            for m in store.history(r.info.run_id, "train/acc"):
+                pretext.setdefault(method, {}).setdefault(m.step + 1, []).append(100 * m.value)
+    methods = sorted(curves)
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(4.6 * (len(methods) + 1), 3.6), dpi=110, squeeze=False)
+    for ax, method in zip(axes[0], methods):
+        for layer, by_epoch in curves[method].items():
+            xs = sorted(by_epoch)
+            stats = [interval(by_epoch[e], level) for e in xs]
+            line, = ax.plot(xs, [s.mean for s in stats], marker="o", label=layer)
+            if all(s.n > 1 for s in stats):
+                ax.fill_between(xs, [s.mean - s.half for s in stats], [s.mean + s.half for s in stats],
+                                color=line.get_color(), alpha=0.12, lw=0)
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("pretext epochs")
+        _style(ax, "linear probe top-1 (%)")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in axes[0]:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax = axes[0][-1]
+    for method in methods:
+        xs = sorted(pretext.get(method, {}))
+        ax.plot(xs, [sum(pretext[method][e]) / len(pretext[method][e]) for e in xs], marker=".", label=method)
+    ax.set_title("the pretext task", fontsize=9)
+    ax.set_xlabel("pretext epochs")
+    _style(ax, "pretext accuracy (%)")
+    path = out / "over_epochs.png"
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[Path] = []
+    _save(fig, path, figures, f"{name}: transfer by layer against pretext epochs (mean, {round(100 * level)} % CI)")
+    return path
 
 
 def frame_of(parent, store) -> dict[tuple[str, str], dict[str, float | None]]:

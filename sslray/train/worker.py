@@ -170,7 +170,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     if cfg.eval.enabled:
         train, test = built.eval_sources()
         last.update(evaluate_and_record(method.trunk, train, test, cfg, run_dir, tracker, spec.progress))
-        if cfg.eval.at_epochs:
+        if cfg.eval.at_epochs and method.trains and cfg.epochs > 0:
             evaluate_over_epochs(method.trunk, train, test, cfg, run_dir, tracker, last, spec.progress)
     return last
 
