@@ -23,7 +23,8 @@ def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Track
         tracker.log_artifact(run_dir.write_json(name, record))
     tracker.log_artifact(run_dir.file(RunDir.TRANSFER))
     if progress:
-        print(layer_table(list(result.tables().items())))
+        if result.tables():
+            print(layer_table(list(result.tables().items())))
         for line in result.lines():
             print(line)
     return result.metrics
