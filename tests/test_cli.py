@@ -41,7 +41,7 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
     grid = json.loads(Path(c.download_artifacts(run.info.run_id, "probe_grid.json", ".")).read_text())
     for layer in LAYERS:  # each layer's probe lr and weight decay, chosen on validation, logged
         chosen = grid[layer]["chosen"]
-        assert run.data.metrics[f"probe/{layer}/lr"] == chosen["lr"] in [0.0003, 0.001, 0.003, 0.01]
+        assert run.data.metrics[f"transfer/{layer}/lr"] == chosen["lr"] in [0.0003, 0.001, 0.003, 0.01]
         assert 0 <= run.data.metrics[f"untuned/{layer}/top1"] <= 1 and len(grid[layer]["heads"]) == 7
 
 

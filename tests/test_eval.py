@@ -26,12 +26,12 @@ def test_probes_on_a_trunk_that_encodes_the_label_beat_chance_and_shuffled_label
     grid = {}
     m = probe_layers(trunk, train, test, cfg, grid=grid)
     assert set(m) == {f"{kind}/{layer}/top1" for kind in ("transfer", "knn", "untuned") for layer in cfg.layers} | {
-        f"probe/{layer}/{k}" for layer in cfg.layers for k in ("lr", "weight_decay", "val_top1", "lr_at_edge")}
+        f"transfer/{layer}/{k}" for layer in cfg.layers for k in ("lr", "weight_decay", "val_top1", "lr_at_edge")}
     assert set(grid) == set(cfg.layers) and len(grid["res3"]["heads"]) == 7  # fixed + 3 lrs x 2 weight decays
     for layer in cfg.layers:  # the reported head is the one best on validation, and its lr is logged
         best = max(grid[layer]["heads"], key=lambda h: h["val_top1"])
-        assert m[f"probe/{layer}/val_top1"] == best["val_top1"]
-        assert m[f"probe/{layer}/lr"] == grid[layer]["chosen"]["lr"]
+        assert m[f"transfer/{layer}/val_top1"] == best["val_top1"]
+        assert m[f"transfer/{layer}/lr"] == grid[layer]["chosen"]["lr"]
     assert m["transfer/conv1/top1"] > 0.9 and m["knn/conv1/top1"] > 0.9  # chance is 0.1
     shuffled = ImageSet(train.images, train.labels[torch.randperm(400)], train.classes, "x", "train")
     m2 = probe_layers(trunk, shuffled, test, EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1"],
@@ -104,11 +104,11 @@ def test_a_tuned_probe_rescues_a_layer_that_the_fixed_lr_understates():
     x = torch.randn(1200, 16, generator=g) * 0.3 + torch.nn.functional.one_hot(y, 16).float()
     cfg = EvalConfig(probe_epochs=5, probe_lr=1e-6, probe_lrs=[1e-6, 0.05], probe_weight_decays=[0.0])
     m, record = tuned_linear_probe("res5", x[:1000], y[:1000], x[1000:], y[1000:], 4, cfg)
-    assert m["probe/res5/lr"] == 0.05 and m["probe/res5/weight_decay"] == 0.0
+    assert m["transfer/res5/lr"] == 0.05 and m["transfer/res5/weight_decay"] == 0.0
     assert m["untuned/res5/top1"] < 0.6 < 0.9 < m["transfer/res5/top1"]
     assert [(h["lr"], h["weight_decay"]) for h in record["heads"]] == [(1e-6, 5e-4), (1e-6, 0.0), (0.05, 0.0)]
     assert record["heads"][2]["test_top1"] == m["transfer/res5/top1"]
-    assert m["probe/res5/lr_at_edge"] == 1.0  # 0.05 is the grid's largest: the best may lie beyond
+    assert m["transfer/res5/lr_at_edge"] == 1.0  # 0.05 is the grid's largest: the best may lie beyond
     assert "probe lr at the edge of its grid (res5 0.05)" in Evaluation(m).lines()[0]
 
 
@@ -126,7 +126,7 @@ def test_streamed_probes_tune_like_the_cached_ones():
     for layer in ("conv1", "res5"):
         chosen = next(h for h in grid[layer]["heads"] if h["lr"] == grid[layer]["chosen"]["lr"]
                       and h["weight_decay"] == grid[layer]["chosen"]["weight_decay"])
-        assert m[f"probe/{layer}/val_top1"] == chosen["val_top1"] == max(h["val_top1"] for h in grid[layer]["heads"])
+        assert m[f"transfer/{layer}/val_top1"] == chosen["val_top1"] == max(h["val_top1"] for h in grid[layer]["heads"])
         assert chosen["test_top1"] == m[f"transfer/{layer}/top1"]
         # every score is a count over the held-out 40 training images or the 200 test images
         assert all(round(h["val_top1"] * held, 6).is_integer() and round(h["test_top1"] * 200, 6).is_integer()

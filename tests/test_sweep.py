@@ -311,7 +311,8 @@ def test_a_user_walks_from_the_mlflow_home_page_to_the_per_layer_metrics_of_a_st
                 b.driver.find_element("css selector", "[data-testid='runs-compare-button']").click()
                 b.wait(lambda d: "/compare-runs" in d.current_url, "the compare view")
                 assert run_ids(b.driver.current_url) == run_ids(printed["compare"]), "not the trials `report` prints"
-                metrics = "//a[contains(normalize-space(), '/top1')]"  # labels of the Metrics table's rows
+                # labels of the Metrics table's rows, any of them a landmark while the wheel turns
+                metrics = "//a[contains(normalize-space(), '/top1') or starts-with(normalize-space(), 'transfer/')]"
                 for layer in LAYERS:  # the Metrics table scrolls in its own box: down to each layer's row
                     row_label = f"//a[normalize-space()='transfer/{layer}/top1']"
                     b.wheel_to(row_label, metrics, f"the row transfer/{layer}/top1")

@@ -59,7 +59,7 @@ def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None =
                  timings: dict[str, float] | None = None, grid: dict | None = None,
                  feats_out: dict | None = None) -> dict[str, float]:
     """``{"transfer/<layer>/top1": .., "knn/<layer>/top1": ..}`` for every layer of ``cfg.layers``
-    (tuned: also ``untuned/<layer>/top1`` and ``probe/<layer>/{lr,weight_decay,val_top1}``).
+    (tuned: also ``untuned/<layer>/top1`` and ``transfer/<layer>/{lr,weight_decay,val_top1,lr_at_edge}``).
 
     ``timings``, when given, receives the seconds spent in ``features``, ``linear`` and ``knn``;
     ``grid``, when given, every layer's probe grid (each head's validation and test top-1)."""
@@ -161,10 +161,10 @@ class Evaluation:
                  and "/floor_" not in k]
         if cells:
             out.append("retrieval precision@8 (untrained): " + "  ".join(cells))
-        edge = [k.split("/")[1] for k, v in self.metrics.items() if k.startswith("probe/") and k.endswith("/lr_at_edge")
+        edge = [k.split("/")[1] for k, v in self.metrics.items() if k.startswith("transfer/") and k.endswith("/lr_at_edge")
                 and v]
         if edge:
-            lrs = ", ".join(f"{layer} {self.metrics[f'probe/{layer}/lr']:g}" for layer in edge)
+            lrs = ", ".join(f"{layer} {self.metrics[f'transfer/{layer}/lr']:g}" for layer in edge)
             out.append(f"probe lr at the edge of its grid ({lrs}): the best may lie beyond; widen eval.probe_lrs")
         return out
 

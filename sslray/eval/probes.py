@@ -183,10 +183,10 @@ def tuned_metrics(layer: str, grid: list[tuple[float, float]], val: tuple, test:
     lrs = sorted({g[0] for g in grid})
     metrics = {f"transfer/{layer}/top1": float(test[0][best]) / max(n_test, 1),
                f"untuned/{layer}/top1": float(test[0][0]) / max(n_test, 1),
-               f"probe/{layer}/lr": lr, f"probe/{layer}/weight_decay": wd,
-               f"probe/{layer}/val_top1": float(val[0][best]) / max(n_val, 1),
+               f"transfer/{layer}/lr": lr, f"transfer/{layer}/weight_decay": wd,
+               f"transfer/{layer}/val_top1": float(val[0][best]) / max(n_val, 1),
                # 1: the chosen lr is the grid's smallest or largest, so the best may lie beyond it
-               f"probe/{layer}/lr_at_edge": float(len(lrs) > 1 and lr in (lrs[0], lrs[-1]))}
+               f"transfer/{layer}/lr_at_edge": float(len(lrs) > 1 and lr in (lrs[0], lrs[-1]))}
     record = {"chosen": {"lr": lr, "weight_decay": wd},
               "heads": [{"lr": g[0], "weight_decay": g[1], "val_top1": float(val[0][i]) / max(n_val, 1),
                          "val_loss": float(val[1][i]) / max(n_val, 1),

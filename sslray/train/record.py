@@ -42,14 +42,17 @@ def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Trac
     from ..eval.plots import plot_over_epochs
 
     quick = cfg.eval.model_copy(update={"protocols": ["linear", "knn"], "invariance": []})
-    by_epoch = {cfg.epochs: {k: v for k, v in final.items() if k.startswith(("transfer/", "knn/"))}}
+    def kept(key: str) -> bool:
+        return key.startswith(("transfer/", "knn/")) and key.endswith("/top1")
+
+    by_epoch = {cfg.epochs: {k: v for k, v in final.items() if kept(k)}}
     snapshot = copy.deepcopy(trunk)
     for epoch in sorted(set(cfg.eval.at_epochs) - {cfg.epochs}):
         snapshot.load_state_dict(run_dir.load_trunk_at(epoch))
         if progress:
             print(f"evaluating the trunk after epoch {epoch}", flush=True)
         by_epoch[epoch] = {k: v for k, v in evaluate(snapshot, train, test, quick, seed=cfg.eval.seed).metrics.items()
-                           if k.startswith(("transfer/", "knn/"))}
+                           if kept(k)}
     for epoch, metrics in sorted(by_epoch.items()):
         tracker.log_metrics({f"at_epoch/{k}": v for k, v in metrics.items()}, step=epoch)
     pretext = {step + 1: value for step, value in tracker.history("train/acc").items()}  # step = epoch - 1
