@@ -382,13 +382,15 @@ def test_report_plots_invariance_per_transform_and_one_curve_per_variant(tmp_pat
                 "transfer": {layer: top for layer in LAYERS}, "knn": {layer: None for layer in LAYERS},
                 "invariance": {"rotation/chance": 0.25, **{f"rotation/{layer}/probe_top1": probe for layer in LAYERS}}}
     rows = [row("rotation", {}, 0.35, 0.48), row("pirl", {"settings.transform": "rotation"}, 0.33, 0.41),
-            row("pirl", {"settings.transform": "jigsaw"}, 0.32, 0.38)]
+            row("pirl", {"settings.transform": "jigsaw"}, 0.32, 0.38), row("rotation", {}, 0.35, 0.50)]
     figs = _plots("inv", rows, None, tmp_path, ["transfer", "knn", "invariance"])
     assert [f.name for f in figs] == ["per_layer_best.png", "invariance.png"]  # no swept x: no metric-vs-x figure
     _print_invariance(rows)
     out = capsys.readouterr().out
     assert "invariance to rotation: probe top-1 predicting it (chance 25 %)" in out
-    assert "pirl transform=jigsaw" in out and "38.0" in out and "48.0" in out
+    assert "pirl transform=jigsaw" in out and "38.0" in out
+    # two seeds of rotation are one row: their mean with its interval (t(0.975, 1) x sd / sqrt 2 = 12.7)
+    assert "rotation (2)" in out and "49.0 ± 12.7" in out and "48.0" not in out
     figs = _plots("neg", rows, "settings.transform", tmp_path / "x")
     assert [f.name for f in figs] == ["metric_vs_swept.png", "per_layer_best.png"]  # only pirl has the x
 

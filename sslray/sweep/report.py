@@ -123,7 +123,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         first, second = list(best_of_method.values())[:2]
         print("between methods (the best configuration of each): " + separability(named(first), named(second), mode))
     if "invariance" in families:
-        _print_invariance(done)
+        _print_invariance(done, study.report.confidence)
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
     if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
@@ -256,14 +256,25 @@ def _transforms(rows: list[dict]) -> list[str]:
     return sorted({k.split("/")[0] for r in rows for k in r["invariance"]})
 
 
-def _print_invariance(rows: list[dict]) -> None:
-    """Per transform: the probe's top-1 at predicting it from each layer (chance = invariant)."""
+def _print_invariance(rows: list[dict], level: float = 0.95) -> None:
+    """Per transform: the probe's top-1 at predicting it from each layer (chance = invariant); the
+    seeds of a configuration are one row, mean ± interval."""
     for t in _transforms(rows):
         have = [r for r in rows if f"{t}/chance" in r["invariance"]]
         print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariance'][f'{t}/chance']:.0f} %)")
-        table = [(_group(r, None), {layer: r["invariance"].get(f"{t}/{layer}/probe_top1") for layer in LAYERS})
-                 for r in have]
-        print(layer_table(table, corner="variant", layers=LAYERS))
+        groups: dict[str, list[dict]] = {}
+        for r in have:
+            groups.setdefault(_group(r, None), []).append(r)
+        table = []
+        for name, rs in groups.items():
+            cells = {}
+            for layer in LAYERS:
+                vals = [r["invariance"].get(f"{t}/{layer}/probe_top1") for r in rs]
+                vals = [v for v in vals if v is not None]
+                if vals:
+                    cells[layer] = interval(vals, level)
+            table.append((f"{name} ({len(rs)})" if len(rs) > 1 else name, cells))
+        print(layer_table(table, corner="variant (seeds)", layers=LAYERS, label_width=32, cell=lambda i: i.text()))
 
 
 def _fmt(v) -> str:
