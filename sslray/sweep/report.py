@@ -217,10 +217,14 @@ def configurations(done: list[dict], level: float, mode: str = "max") -> list[di
         per = {layer: interval([r["transfer"][layer] for r in runs if r["transfer"][layer] is not None], level)
                for layer in LAYERS if any(r["transfer"][layer] is not None for r in runs)}
         first = runs[0]
+        inv = {k: interval([r["invariance"][k] for r in runs if k in r["invariance"]], level)
+               for k in {k for r in runs for k in r["invariance"]}}
         out.append({"method": first["method"], "swept": first["swept"], "runs": runs, "n": len(runs),
                     "objective": interval([r["objective"] for r in runs], level), "intervals": per,
                     "row": {**first, "transfer": {layer: per[layer].mean if layer in per else None for layer in LAYERS},
-                            "band": {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None}}})
+                            "band": {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None},
+                            "invariance": {k: i.mean for k, i in inv.items()},
+                            "invariance_band": {k: (i.lo, i.hi) for k, i in inv.items() if i.half is not None}}})
     out.sort(key=lambda c: -c["objective"].mean if mode == "max" else c["objective"].mean)
     return out
 
@@ -436,7 +440,14 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                 layers = [layer for layer in LAYERS if f"{t}/{layer}/probe_top1" in inv]
                 if layers:
                     chance = inv.get(f"{t}/chance", chance)
-                    ax.plot(layers, [100 * inv[f"{t}/{layer}/probe_top1"] for layer in layers], marker="o", label=label[:40])
+                    ys = [100 * inv[f"{t}/{layer}/probe_top1"] for layer in layers]
+                    line, = ax.plot(layers, ys, marker="o", label=label[:40])
+                    band = r.get("invariance_band") or {}
+                    if all(f"{t}/{layer}/probe_top1" in band for layer in layers):  # seeds: the interval
+                        lo = [100 * band[f"{t}/{layer}/probe_top1"][0] for layer in layers]
+                        hi = [100 * band[f"{t}/{layer}/probe_top1"][1] for layer in layers]
+                        ax.errorbar(layers, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
+                                    fmt="none", ecolor=line.get_color(), capsize=3, lw=1, alpha=0.7)
             if chance is not None:
                 ax.axhline(100 * chance, color="grey", ls=":", lw=1, label="chance (invariant)")
             ax.set_title(f"predicting the {t} from each layer", fontsize=9)
