@@ -161,7 +161,8 @@ def test_health_tells_a_spread_representation_from_a_collapsed_one():
     # the rule: rank below eval.collapse_rank, or an embedding's std x sqrt(D) below eval.collapse_std
     assert collapse(c, None, 1.5, 0.1).startswith("effective rank of pooled res5 features 1.00")
     assert collapse(h, 128, 1.5, 0.1) is None
-    assert "std of the normalised embeddings" in collapse({**h, "train/embed_std": 0.005}, 128, 1.5, 0.1)
+    assert "std of the normalised 128-d embeddings 0.0050 x sqrt(128) = 0.057 < eval.collapse_std=0.1" in collapse(
+        {**h, "train/embed_std": 0.005}, 128, 1.5, 0.1)
     assert collapse({**h, "train/embed_std": 0.5 / math.sqrt(128)}, 128, 1.5, 0.1) is None
 
 

@@ -61,6 +61,6 @@ def collapse(metrics: dict[str, float], embed_dim: int | None, min_rank: float, 
         return f"effective rank of pooled res5 features {rank:.2f} < eval.collapse_rank={min_rank:g}"
     std = metrics.get("train/embed_std")
     if std is not None and embed_dim and std * math.sqrt(embed_dim) < min_std:
-        return (f"std of the normalised embeddings {std * math.sqrt(embed_dim):.3f} x 1/sqrt({embed_dim}) "
-                f"< eval.collapse_std={min_std:g}")
+        return (f"std of the normalised {embed_dim}-d embeddings {std:.4f} x sqrt({embed_dim}) = "
+                f"{std * math.sqrt(embed_dim):.3f} < eval.collapse_std={min_std:g} (1 = spread over the sphere)")
     return None
