@@ -20,7 +20,7 @@ from typing import Any
 from . import LAYERS
 from .config import IGNORED, flatten_tree, setting_key
 from .errors import UserError
-from .stats import LEVEL, METHOD, Interval, check_level, interval, separability
+from .stats import LEVEL, METHOD, Interval, check_level, layer_intervals, separability
 from .table import layer_table, pct
 from .tracking import RunDir
 
@@ -83,16 +83,7 @@ def _short(value: Any) -> str:
 
 def family_intervals(groups: list[list[dict[str, Any]]], family: str, level: float) -> list[dict[str, Interval]]:
     """Per group: ``{layer: Interval}`` of ``family/<layer>/top1`` over its runs (seeds)."""
-    out = []
-    for g in groups:
-        per = {}
-        for layer in LAYERS:
-            vals = [r["metrics"].get(f"{family}/{layer}/top1") for r in g]
-            vals = [v for v in vals if v is not None]
-            if vals:
-                per[layer] = interval(vals, level)
-        out.append(per)
-    return out
+    return [layer_intervals(g, lambda r, layer: r["metrics"].get(f"{family}/{layer}/top1"), level) for g in groups]
 
 
 def family_table(intervals: list[dict[str, Interval]], names: list[str]) -> str:

@@ -87,3 +87,15 @@ def separability(best: tuple[str, Interval], runner_up: tuple[str, Interval], mo
                 f"({round(100 * ia.level)} % {METHOD.replace('interval', 'intervals')})")
     word = "above" if mode == "max" else "below"
     return f"{a} ({ia.text()}) is separable {word} {b} ({ib.text()}) ({round(100 * ia.level)} % {METHOD.replace('interval', 'intervals')})"
+
+
+def layer_intervals(rows, value, level: float = LEVEL) -> dict[str, Interval]:
+    """``{layer: Interval}`` over ``rows`` (seeds) of ``value(row, layer)``, for every layer with a value."""
+    from . import LAYERS
+
+    out = {}
+    for layer in LAYERS:
+        vals = [v for v in (value(r, layer) for r in rows) if v is not None]
+        if vals:
+            out[layer] = interval(vals, level)
+    return out

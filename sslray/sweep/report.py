@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import LAYERS
 from ..errors import UserError
-from ..stats import METHOD, interval, separability
+from ..stats import METHOD, interval, layer_intervals, separability
 from ..table import layer_table
 from ..tracking import Store, store_exists, tracking_uri, writable
 from ..tracking.ui import compare_url, runs_url, ui_url
@@ -271,12 +271,7 @@ def _print_invariance(rows: list[dict], level: float = 0.95) -> None:
             groups.setdefault(_group(r, None), []).append(r)
         table = []
         for name, rs in groups.items():
-            cells = {}
-            for layer in LAYERS:
-                vals = [r["invariance"].get(f"{t}/{layer}/probe_top1") for r in rs]
-                vals = [v for v in vals if v is not None]
-                if vals:
-                    cells[layer] = interval(vals, level)
+            cells = layer_intervals(rs, lambda r, layer: r["invariance"].get(f"{t}/{layer}/probe_top1"), level)
             table.append((f"{name} ({len(rs)})" if len(rs) > 1 else name, cells))
         print(layer_table(table, corner="variant (seeds)", layers=LAYERS, label_width=32, cell=lambda i: i.text()))
 
