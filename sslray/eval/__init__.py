@@ -171,8 +171,9 @@ class Evaluation:
 
 def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
              cache_dir: str | Path | None = None, cache_key: str = "") -> Evaluation:
-    """Probe every layer of ``cfg.layers`` (and, if asked, measure invariance) of a frozen trunk on
-    the ``train`` and ``test`` data sources."""
+    """Run ``cfg.protocols`` on a trunk with the ``train`` and ``test`` data sources: per-layer
+    linear probes and kNN on frozen features, low-shot probes, fine-tuning (on a copy), retrieval;
+    and, if asked, the invariance measures."""
     device = next(trunk.parameters()).device
     grid: dict = {}
     if probe_path(cfg, train.kind) == "cached":
