@@ -549,7 +549,7 @@ def test_a_study_stops_collapsed_trials_and_reports_them(tmp_path, monkeypatch, 
 
 def test_report_draws_the_objective_one_line_per_variant_against_a_named_source(tmp_path):
     """The label-noise study's figure: x is a source named with a query, one line per method."""
-    from sslray.sweep.report import _fmt, _pairs, _plots
+    from sslray.sweep.figures import _fmt, _pairs, _plots
 
     rows = []
     for method, extra in (("pretrained", {}), ("distill", {"targets": "classifier"}), ("clusterfit", {})):
@@ -577,7 +577,7 @@ def test_relative_paths_of_a_study_are_anchored_where_it_is_launched(tmp_path, m
 def test_report_draws_transfer_against_pretext_epochs_with_intervals_over_seeds(tmp_path):
     from types import SimpleNamespace as NS
 
-    from sslray.sweep.report import _over_epochs
+    from sslray.sweep.figures import _over_epochs
 
     histories, children = {}, []
     for i, (method, seed) in enumerate((("rotation", 0), ("rotation", 1), ("jigsaw", 0))):
