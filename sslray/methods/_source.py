@@ -17,6 +17,13 @@ class SourceRun:
     config: dict
 
 
+def source_noise(src: SourceRun) -> dict:
+    """``{"source_label_noise": p}`` when the source was trained on noisy labels (else empty): the x of
+    the label-noise experiment, logged with every run made from such a source."""
+    noise = (src.config.get("settings") or {}).get("label_noise")
+    return {"source_label_noise": noise} if noise is not None else {}
+
+
 def find_source(target: str, output_dir: str, who: str) -> SourceRun:
     """The finished run that ``target`` names (a run folder or an MLflow run id under
     ``output_dir``); a UserError unless it has a checkpoint, a config and a trunk."""

@@ -25,7 +25,7 @@ from ..config import Layer
 from ..errors import UserError
 from ..models import extract_features, pool_features, pool_size
 from . import register
-from ._source import find_source, load_source_trunk
+from ._source import find_source, load_source_trunk, source_noise
 from ..components.augment import hflip, pad_crop
 from .base import Method, Strict, accuracy
 
@@ -127,9 +127,8 @@ class ClusterFit(Method):
         return result
 
     def describe(self):
-        noise = (self.source.config.get("settings") or {}).get("label_noise")
         return {"clusters": self.k, "layer": self.settings.layer, "source_method": self.source.method, **self.stats,
-                **({"source_label_noise": noise} if noise is not None else {})}
+                **source_noise(self.source)}
 
     def run_tags(self):
         return {"mlflow.parentRunId": self.source.mlflow_run_id,
@@ -206,9 +205,7 @@ class Distill(ClusterFit):
 
     def describe(self):
         if self.settings.targets == "classifier":
-            noise = (self.source.config.get("settings") or {}).get("label_noise")
-            return {"classes": self.k, "source_method": self.source.method,
-                    **({"source_label_noise": noise} if noise is not None else {})}
+            return {"classes": self.k, "source_method": self.source.method, **source_noise(self.source)}
         return super().describe()
 
     def train(self, mode: bool = True):

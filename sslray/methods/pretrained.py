@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from ..errors import UserError
 from . import register
-from ._source import find_source, load_source_trunk
+from ._source import find_source, load_source_trunk, source_noise
 from .base import Method, Strict
 
 
@@ -47,8 +47,7 @@ class Pretrained(Method):
                             f"source's trunk.* settings): {str(e).splitlines()[0]}") from None
 
     def describe(self):
-        noise = (self.source.config.get("settings") or {}).get("label_noise")
-        return {"source_method": self.source.method, **({"source_label_noise": noise} if noise is not None else {})}
+        return {"source_method": self.source.method, **source_noise(self.source)}
 
     def run_tags(self):
         return {"mlflow.parentRunId": self.source.mlflow_run_id,
