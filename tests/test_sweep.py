@@ -590,3 +590,40 @@ def test_report_draws_transfer_against_pretext_epochs_with_intervals_over_seeds(
     store = NS(history=lambda run_id, key: histories.get((run_id, key), []))
     path = _over_epochs("pe", children, store, tmp_path, 0.95)
     assert path == tmp_path / "over_epochs.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_tabulates_fine_tuning_and_low_shot_with_seeds_as_one_row_beside_the_floor(capsys):
+    """A study that asked for finetune and lowshot gets their tables: a configuration's seeds are
+    one row (mean ± interval), the floor and ceiling beside them, subsets ordered by their size."""
+    from sslray.sweep.report import _print_protocols
+
+    def metrics(ft, shot):
+        out = {"finetune/top1": ft}
+        for s, n, scale in (("10pct", 500, 2), ("1pct", 50, 1)):
+            out.update({f"lowshot/{s}/images": n, f"lowshot/{s}/finetune/top1": scale * shot})
+            out.update({f"lowshot/{s}/linear/{layer}/top1": scale * shot + 0.01 * i for i, layer in enumerate(LAYERS)})
+        return out
+
+    rows = [{"method": "simclr", "swept": {}, "protocols": metrics(ft, 0.1)} for ft in (0.40, 0.44)]
+    rows.append({"method": "rotation", "swept": {}, "protocols": metrics(0.30, 0.15)})
+    _print_protocols(rows, {("random", "floor"): metrics(0.20, 0.05)}, 0.95)
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if line.startswith("fine-tuning"))
+    assert "1pct (50 labelled images), 10pct (500 labelled images)" in out[head]  # smallest subset first
+    assert out[head + 1].split() == ["all", "labels", "1pct", "10pct"]
+    simclr = out[head + 2].split()
+    # two seeds of 40 and 44: mean 42, half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 2.83 / 1.41 = 25.4
+    assert simclr[:5] == ["simclr", "(2)", "42.0", "±", "25.4"] and simclr[5:] == ["10.0", "±", "0.0", "20.0", "±", "0.0"]
+    assert out[head + 3].split() == ["rotation", "30.0", "15.0", "30.0"]
+    assert out[head + 4].split() == ["random", "(floor)", "20.0", "5.0", "10.0"]
+    low = out.index(next(line for line in out if line.startswith("low-shot 1pct")))
+    assert out[low + 1].split() == list(LAYERS)
+    assert out[low + 3].split() == ["rotation", "15.0", "16.0", "17.0", "18.0", "19.0"]
+    assert any(line.startswith("low-shot 10pct (500 labelled images)") for line in out)
+
+
+def test_report_prints_no_protocol_tables_for_a_study_that_asked_for_none(capsys):
+    from sslray.sweep.report import _print_protocols
+
+    _print_protocols([{"method": "rotation", "swept": {}, "protocols": {}}], {("random", "floor"): {"transfer/res2/top1": 0.3}})
+    assert capsys.readouterr().out == ""

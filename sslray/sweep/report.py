@@ -70,7 +70,8 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
                      "objective": m.get(metric),
                      "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
                      "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS},
-                     "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")}})
+                     "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")},
+                     "protocols": {k: v for k, v in m.items() if k.startswith(PROTOCOLS)}})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
     print(f"study {name}: {study.question}")
@@ -125,6 +126,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         print("between methods (the best configuration of each): " + separability(named(first), named(second), mode))
     if "invariance" in families:
         _print_invariance(done, study.report.confidence)
+    _print_protocols(done, frame_metrics(parent, store), study.report.confidence)
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
     if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
@@ -142,16 +144,21 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     return {"best": best, "configurations": configs, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
 
 
-def frame_of(parent, store) -> dict[tuple[str, str], dict[str, float | None]]:
-    """The study's floor and ceiling: ``{("random", "floor"): {layer: top1}, ...}`` from the
-    baseline runs its parent run names (``sslray.floor_run``, ``sslray.ceiling_run``)."""
+def frame_metrics(parent, store) -> dict[tuple[str, str], dict[str, float]]:
+    """Every metric of the study's floor and ceiling, ``{("random", "floor"): metrics, ...}``, from
+    the baseline runs its parent run names (``sslray.floor_run``, ``sslray.ceiling_run``)."""
     out = {}
     for role, method in (("floor", "random"), ("ceiling", "supervised")):
         run_id = parent.data.tags.get(f"sslray.{role}_run")
         if run_id and store.has_run(run_id):
-            m = store.run(run_id).data.metrics
-            out[(method, role)] = {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS}
+            out[(method, role)] = store.run(run_id).data.metrics
     return out
+
+
+def frame_of(parent, store) -> dict[tuple[str, str], dict[str, float | None]]:
+    """The study's floor and ceiling: ``{("random", "floor"): {layer: top1}, ...}``."""
+    return {key: {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS}
+            for key, m in frame_metrics(parent, store).items()}
 
 
 def configurations(done: list[dict], level: float, mode: str = "max") -> list[dict]:
@@ -191,6 +198,54 @@ def _against(obj, value: float) -> str:
 
 def _swept(swept: dict) -> str:
     return " ".join(_pairs(swept))
+
+
+PROTOCOLS = ("finetune/", "lowshot/")  # the evaluation protocols beyond the per-layer tables
+
+
+def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None:
+    """When the study asked for them (``eval.protocols``): fine-tuning's test top-1 (all labels,
+    then each low-shot subset), and each low-shot subset's linear probe per layer; a
+    configuration's seeds are one row (mean ± interval), beside the floor and ceiling."""
+    keys = {k for r in rows for k in r["protocols"]}
+    if not keys:
+        return
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_group(r, None), []).append(r)
+    entries = [(f"{name} ({len(rs)})" if len(rs) > 1 else name, [r["protocols"] for r in rs])
+               for name, rs in groups.items()]
+    entries += [(f"{m} ({role})", [metrics]) for (m, role), metrics in frame.items()]
+    subsets = sorted({k.split("/")[1] for k in keys if k.startswith("lowshot/")},
+                     key=lambda s: next((m.get(f"lowshot/{s}/images", 0) for _, ms in entries for m in ms), 0))
+    cols = {"all labels": "finetune/top1", **{s: f"lowshot/{s}/finetune/top1" for s in subsets}}
+    cols = {c: k for c, k in cols.items() if k in keys}
+
+    def cells(ms: list[dict], named: dict[str, str]) -> dict:
+        out = {}
+        for col, key in named.items():
+            vals = [m[key] for m in ms if m.get(key) is not None]
+            if vals:
+                out[col] = interval(vals, level)
+        return out
+
+    def images(s: str) -> str:
+        n = {int(m[f"lowshot/{s}/images"]) for _, ms in entries for m in ms if f"lowshot/{s}/images" in m}
+        return f"{n.pop()} labelled images" if len(n) == 1 else "labelled images by run"
+
+    width = max(len(label) for label, _ in entries) + 2
+    if cols:
+        print("fine-tuning the whole trunk: test top-1 % trained on " + ", ".join(
+            c if c == "all labels" else f"{c} ({images(c)})" for c in cols))
+        print(layer_table([(label, cells(ms, cols)) for label, ms in entries], corner="", layers=list(cols),
+                          label_width=width, cell=lambda i: i.text()))
+    for s in subsets:
+        named = {layer: f"lowshot/{s}/linear/{layer}/top1" for layer in LAYERS}
+        table = [(label, cells(ms, named)) for label, ms in entries]
+        if any(t for _, t in table):
+            print(f"low-shot {s} ({images(s)}): linear probe test top-1 % per layer")
+            print(layer_table(table, corner="", layers=[layer for layer in LAYERS if any(layer in t for _, t in table)],
+                              label_width=width, cell=lambda i: i.text()))
 
 
 def _print_invariance(rows: list[dict], level: float = 0.95) -> None:
