@@ -46,6 +46,22 @@ def test_every_shipped_study_validates(path):
         assert len(grid_points(study)) >= 2
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "ablations" / "cpu").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_cpu_scale_study_validates_on_an_image_folder(path, tmp_path):
+    """The CPU-scale studies run on CIFAR-10's JPEG folders (``--set data.root=...``); each must
+    validate there."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for j in range(3):
+                Image.new("RGB", (32, 32), (80 * j, 40, 0)).save(tmp_path / split / c / f"{j}.png")
+    study = load_study(str(path), {"data.root": str(tmp_path)})
+    assert study.data["name"] == "imagefolder" and study.config["trunk.width"] == 0.125
+    assert study.search == "grid" and study.budget.epochs >= 5
+
+
 def test_set_on_a_study_reaches_data_budget_and_dotted_config_keys():
     study = load_study("negatives", {"data.limit": 321, "budget.trials": 3, "config.trunk.width": 0.25,
                                      "name": "negatives-big"})
