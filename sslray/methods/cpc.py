@@ -8,7 +8,8 @@ with 32-px overlap, a 7x7 grid on 256 px; here by default the same 7x7 grid at h
 ``z``); a context network that sees only the rows at and above a row (masked convolutions,
 PixelCNN-style, as Hénaff et al.) gives ``c[i, j]``, and for each step ``k = 1 .. steps`` a linear
 map ``W_k`` predicts ``z[i + k, j]`` from it, for ``k = min_step .. steps`` (the next row, half
-of which the context already holds at half-patch stride, is skipped as in the papers' code). The loss is InfoNCE (eq. 4): the predicted patch
+of which the context already holds at half-patch stride, is skipped as in the papers' code). The
+loss is InfoNCE (eq. 4): the predicted patch
 against negatives, the other patches of the batch (``negatives``: every other patch, other
 positions of the same image only, or other images' patches only), scored by the cosine over a
 temperature by default (``similarity``: the papers' plain dot product diverged here). Under several workers the

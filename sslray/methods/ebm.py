@@ -52,7 +52,8 @@ class EBMSettings(Strict):
     step_size: float = Field(10.0, gt=0, description="lambda of the Langevin update (Du & Mordatch: 10)")
     noise: float = Field(0.005, ge=0, description="std of the Langevin noise, pixels in [0, 1] (Du & Mordatch: 0.005)")
     grad_clip: float = Field(0.01, gt=0, description="per-pixel clip of the energy gradient in a Langevin step "
-                             "(0.01, as PyTorch reimplementations of Du & Mordatch), so that one step moves a pixel by at most step_size x this")
+                             "(0.01, as PyTorch reimplementations of Du & Mordatch), so that one step moves a pixel "
+                             "by at most step_size x this")
     buffer: int | None = Field(None, ge=1, description=f"pcd: chains kept; default the paper's {PAPER_BUFFER} capped "
                                "at the training set size")
     reset: float = Field(0.05, ge=0, le=1, description="pcd: share of chains restarted from uniform noise each step")

@@ -4,4 +4,5 @@ from .features import extract_features
 from .norm import NORMS, SubBatchNorm2d, sub_batches
 from .trunk import Trunk, build_trunk, pool_features, pool_size, resolve_stem, resolve_width
 
-__all__ = ["NORMS", "SubBatchNorm2d", "Trunk", "sub_batches", "build_trunk", "extract_features", "pool_features", "pool_size", "resolve_stem", "resolve_width"]
+__all__ = ["NORMS", "SubBatchNorm2d", "Trunk", "build_trunk", "extract_features", "pool_features", "pool_size",
+           "resolve_stem", "resolve_width", "sub_batches"]
