@@ -83,6 +83,14 @@ class TrunkConfig(Strict):
     stem: Literal["auto", "cifar", "imagenet"] = Field(
         "auto", description="auto = 3x3/stride-1 stem below 64 px, 7x7/stride-2 + max-pool above"
     )
+    norm: Literal["batch", "group", "shuffle_batch"] = Field(
+        "batch", description="batch: batch norm; group: group norm (Wu & He 2018, 32 groups or the largest "
+                             "divisor of a layer's channels below that), no image's output depends on another's; "
+                             "shuffle_batch: MoCo's shuffling BN (He et al. 2020, sec. 3.3), for the contrastive "
+                             "methods: the batch is shuffled across workers and each worker's BN sees a random "
+                             "subset; on one worker, a random permutation in norm_splits sub-batches")
+    norm_splits: int = Field(4, ge=2, description="shuffle_batch on one worker: sub-batches whose BN statistics are "
+                                                  "separate (MoCo's one-GPU code emulates 8 GPUs; 4 for batches of 128)")
 
     @field_validator("width")
     @classmethod

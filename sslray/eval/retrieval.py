@@ -116,7 +116,8 @@ def retrieval(trunk, train_set, test_set, feats: dict, cfg, seed: int = 0, devic
     from ..models import build_trunk, extract_features
 
     torch.manual_seed(seed)
-    floor = build_trunk(trunk.arch, trunk.width, trunk.stem, train_set.image_size).to(device or "cpu")
+    floor = build_trunk(trunk.arch, trunk.width, trunk.stem, train_set.image_size,
+                        getattr(trunk, "norm", "batch")).to(device or "cpu")
     floor.input_mean.copy_(trunk.input_mean)
     floor.input_std.copy_(trunk.input_std)
     floor_feats = {split: extract_features(floor, data.images, cfg.layers, cfg.feature_dim, device=device,

@@ -56,7 +56,8 @@ def load_trunk(run_dir: RunDir, config: dict | None = None):
         width = state["conv1.weight"].shape[0] / 64
     if stem == "auto":
         stem = "cifar" if state["conv1.weight"].shape[-1] == 3 else "imagenet"
-    trunk = build_trunk(t.get("arch", "resnet18"), width, stem, config.get("data", {}).get("image_size", 32))
+    trunk = build_trunk(t.get("arch", "resnet18"), width, stem, config.get("data", {}).get("image_size", 32),
+                        t.get("norm", "batch"))
     try:
         trunk.load_state_dict(state)
     except RuntimeError as e:

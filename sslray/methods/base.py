@@ -27,6 +27,8 @@ class DataInfo:
     num_classes: int
     num_train: int
     image_size: int
+    #: the global batch size (0: not known, e.g. a method built outside a run)
+    batch_size: int = 0
 
 
 class Method(nn.Module):
@@ -36,6 +38,9 @@ class Method(nn.Module):
     trains: ClassVar[bool] = True
     #: True for methods that train on the labels (``supervised``): refused on an unlabelled collection
     needs_labels: ClassVar[bool] = False
+    #: True for methods that contrast samples of a batch and run the trunk through
+    #: :func:`~sslray.components.shuffle.shuffled` (they honour ``trunk.norm=shuffle_batch``)
+    contrastive: ClassVar[bool] = False
 
     def __init__(self, settings: Strict, trunk: nn.Module, info: DataInfo):
         super().__init__()
@@ -57,6 +62,11 @@ class Method(nn.Module):
         return [v.at(self.info.image_size) for v in self.views(self.settings, self.info.image_size)]
 
     @classmethod
+    def check_config(cls, settings: Strict, image_size: int, batch_size: int) -> None:
+        """Reject settings that cannot work at this image size and global batch (raise UserError),
+        from the configuration alone: before any data is read or decoded."""
+
+    @classmethod
     def check(cls, settings: Strict, info: DataInfo) -> None:
         """Reject settings that cannot work with this data (raise UserError), before any run."""
 
@@ -70,6 +80,11 @@ class Method(nn.Module):
 
     def run_tags(self) -> dict:
         """Extra MLflow tags for the run (e.g. ``mlflow.parentRunId`` linking to a source run)."""
+        return {}
+
+    def figures(self) -> dict:
+        """Figures to keep with the run after training, ``{file name: matplotlib figure}`` (e.g. an
+        energy-based model's negatives); the caller saves and logs them."""
         return {}
 
     def after_step(self) -> None:

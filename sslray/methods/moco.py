@@ -11,6 +11,7 @@ from torch import nn
 
 from ..components.losses import embedding_std, info_nce
 from ..components.queue import KeyQueue, frozen_copy, momentum_update
+from ..components.shuffle import shuffled
 from . import register
 from ._contrastive import CROP, photometric, resolve_negatives
 from .base import Method, Strict
@@ -33,6 +34,7 @@ class MoCo(Method):
     """Momentum contrast: a momentum key encoder and a queue of negatives (MoCo v2)."""
 
     name = "moco"
+    contrastive = True
     Settings = MoCoSettings
 
     @classmethod
@@ -58,9 +60,9 @@ class MoCo(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        q = F.normalize(self.head(self.trunk(photometric(views[0], s.strength))), dim=1)
-        with torch.no_grad():
-            k = F.normalize(self.key_head(self.key_trunk(photometric(views[1], s.strength))), dim=1)
+        q = F.normalize(self.head(shuffled(self.trunk, photometric(views[0], s.strength))), dim=1)
+        with torch.no_grad():  # shuffled BN (trunk.norm=shuffle_batch) as in MoCo, for the keys and the queries
+            k = F.normalize(self.key_head(shuffled(self.key_trunk, photometric(views[1], s.strength))), dim=1)
         pos = (q * k).sum(1).float()  # losses in float32 whatever the autocast dtype
         neg = (q @ self.queue.snapshot().T).float()
         loss = info_nce(pos, neg, s.temperature)

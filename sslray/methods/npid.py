@@ -15,6 +15,7 @@ from pydantic import Field
 from ..components.distributed import gather
 from ..components.losses import embedding_std, info_nce, npid_nce_loss
 from ..components.memory_bank import MemoryBank
+from ..components.shuffle import shuffled
 from . import register
 from ._contrastive import CROP, photometric, resolve_negatives
 from .base import Method, Strict
@@ -46,6 +47,7 @@ class NPID(Method):
     """Non-parametric instance discrimination with a memory bank and NCE (Wu et al. 2018)."""
 
     name = "npid"
+    contrastive = True
     Settings = NPIDSettings
 
     @classmethod
@@ -69,7 +71,7 @@ class NPID(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        z = F.normalize(self.head(self.trunk(photometric(views[0], s.strength))), dim=1)
+        z = F.normalize(self.head(shuffled(self.trunk, photometric(views[0], s.strength))), dim=1)
         pos = (z * self.bank.get(idx)).sum(1).float()  # losses in float32 whatever the autocast dtype
         neg, = self.bank.negative_dots([z], idx, self.negatives, s.shared_negatives)
         neg = neg.float()

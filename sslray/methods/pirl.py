@@ -28,6 +28,7 @@ from ..components.memory_bank import MemoryBank
 from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.rotation import rotate
 from ..components.tiles import shuffle_tiles, tile_grid
+from ..components.shuffle import shuffled as shuffled_bn
 from ..errors import UserError
 from . import register
 from ._contrastive import CROP, photometric, resolve_negatives
@@ -62,6 +63,7 @@ class PIRL(Method):
     """Representations invariant to a pretext transform, via a memory bank and NCE (Misra & van der Maaten 2019)."""
 
     name = "pirl"
+    contrastive = True
     Settings = PIRLSettings
 
     @classmethod
@@ -101,7 +103,7 @@ class PIRL(Method):
         if "rotation" in self.settings.transform:
             x = rotate(x, torch.randint(0, 4, (len(x),), device=x.device))
         if "jigsaw" not in self.settings.transform:
-            return self.g(self.trunk(x))
+            return self.g(shuffled_bn(self.trunk, x))
         tiles = tile_grid(x, self.settings.grid)
         if self.perm_table is not None:
             perms = self.perm_table[torch.randint(0, len(self.perm_table), (len(x),), device=x.device)]
@@ -109,7 +111,7 @@ class PIRL(Method):
             perms = torch.argsort(torch.rand(len(x), tiles.shape[1], device=x.device), dim=1)
         shuffled = shuffle_tiles(tiles, perms)
         n, k = shuffled.shape[:2]
-        feats = self.trunk(shuffled.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        feats = shuffled_bn(self.trunk, shuffled.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         return self.g(feats.view(n, k, -1))
 
     def query(self, a: torch.Tensor) -> torch.Tensor:
@@ -131,7 +133,7 @@ class PIRL(Method):
     def forward(self, views, y, idx):
         s = self.settings
         x = photometric(views[0], s.strength)
-        f = self.f(self.trunk(x))
+        f = self.f(shuffled_bn(self.trunk, x))
         g = self.embed_transformed(x)
         m = self.bank.get(idx)
         qf, qg = self.query(f), self.query(g)

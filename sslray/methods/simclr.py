@@ -9,6 +9,7 @@ from pydantic import Field
 
 from ..components.heads import linear_head
 from ..components.losses import embedding_std, nt_xent
+from ..components.shuffle import shuffled
 from . import register
 from ._contrastive import CROP, photometric
 from .base import Method, Strict
@@ -26,6 +27,7 @@ class SimCLR(Method):
     """Contrast two augmented views against the rest of the global batch (NT-Xent; Chen et al. 2020)."""
 
     name = "simclr"
+    contrastive = True
     Settings = SimCLRSettings
 
     def __init__(self, settings, trunk, info):
@@ -40,7 +42,7 @@ class SimCLR(Method):
     def forward(self, views, y, idx):
         s = self.settings
         both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
-        z1, z2 = self.projection(self.trunk(both)).chunk(2)
+        z1, z2 = self.projection(shuffled(self.trunk, both)).chunk(2)
         loss = nt_xent(z1, z2, s.temperature)
         with torch.no_grad():  # does each view find its partner among the local batch's views?
             z = torch.nn.functional.normalize(torch.cat([z1, z2]).float(), dim=1)

@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .. import LAYERS
+from .norm import norm_layer
 
 _SPECS = {"resnet18": (BasicBlock, (2, 2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6, 3))}
 
@@ -61,10 +62,13 @@ class Trunk(nn.Module):
     deepest requested stage.
     """
 
-    def __init__(self, arch: str = "resnet18", width: float = 1.0, stem: str = "cifar"):
+    def __init__(self, arch: str = "resnet18", width: float = 1.0, stem: str = "cifar", norm: str = "batch",
+                 norm_splits: int = 4):
         super().__init__()
         block, blocks = _SPECS[arch]
         self.arch, self.width, self.stem = arch, width, stem
+        # trunk.norm (see .norm); norm_splits: shuffle_batch's sub-batches on one worker
+        self.norm, self.norm_splits = norm, norm_splits
         base = max(8, int(round(64 * width)))
         self.inplanes = base
         if stem == "cifar":
@@ -73,7 +77,7 @@ class Trunk(nn.Module):
         else:
             self.conv1 = nn.Conv2d(3, base, 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.bn1 = nn.BatchNorm2d(base)
+        self.bn1 = norm_layer(norm)(base)
         # inputs arrive in [0, 1]; the trunk standardises them with the training set's statistics
         self.register_buffer("input_mean", torch.full((1, 3, 1, 1), 0.5))
         self.register_buffer("input_std", torch.full((1, 3, 1, 1), 0.25))
@@ -93,7 +97,7 @@ class Trunk(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
@@ -102,15 +106,15 @@ class Trunk(nn.Module):
         self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32).view(1, 3, 1, 1).clamp_min(1e-3))
 
     def _make_layer(self, block, planes: int, n: int, stride: int) -> nn.Sequential:
-        downsample = None
+        downsample, norm = None, norm_layer(self.norm)
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 StridedPointwise(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * block.expansion),
+                norm(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample)]
+        layers = [block(self.inplanes, planes, stride, downsample, norm_layer=norm)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes) for _ in range(1, n)]
+        layers += [block(self.inplanes, planes, norm_layer=norm) for _ in range(1, n)]
         return nn.Sequential(*layers)
 
     def taps(self, x: torch.Tensor, layers=LAYERS) -> dict[str, torch.Tensor]:
@@ -147,8 +151,9 @@ class Trunk(nn.Module):
         return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 
 
-def build_trunk(arch: str = "resnet18", width: float | str = "auto", stem: str = "auto", image_size: int = 32) -> Trunk:
-    return Trunk(arch, resolve_width(width), resolve_stem(stem, image_size))
+def build_trunk(arch: str = "resnet18", width: float | str = "auto", stem: str = "auto", image_size: int = 32,
+                norm: str = "batch", norm_splits: int = 4) -> Trunk:
+    return Trunk(arch, resolve_width(width), resolve_stem(stem, image_size), norm, norm_splits)
 
 
 def pool_size(channels: int, spatial: int, feature_dim: int) -> int:

@@ -55,9 +55,12 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
                             f"{', '.join(cls.Settings.model_fields) or 'none'})")
     try:
         tree["settings"] = cls.Settings(**settings).model_dump()
-        return RunConfig(**tree)
+        cfg = RunConfig(**tree)
     except ValidationError as e:
         raise UserError(validation_message(e)) from None
+    cls.check_config(cls.Settings(**cfg.settings), cfg.data.image_size, cfg.optim.batch_size)
+    check_norm(cfg, cls)
+    return cfg
 
 
 @dataclass
@@ -86,15 +89,36 @@ class Built:
         return {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in self.method.state_dict().items()}
 
 
+def check_norm(cfg: RunConfig, cls: type[Method]) -> None:
+    """``trunk.norm=shuffle_batch`` only where it applies: a contrastive method (the others never
+    shuffle), and on one worker a batch that splits into sub-batches of at least 2 images."""
+    t = cfg.trunk
+    if t.norm != "shuffle_batch":
+        return
+    from ..methods import discover
+
+    if not cls.contrastive:
+        honour = ", ".join(sorted(n for n, c in discover().items() if c.contrastive))
+        raise UserError(f"trunk.norm=shuffle_batch applies to the contrastive methods ({honour}), not to "
+                        f"{cfg.method}: use trunk.norm=batch or group")
+    if cfg.dist.workers == 1 and cfg.optim.batch_size < 2 * t.norm_splits:
+        raise UserError(f"trunk.norm=shuffle_batch on one worker cuts the batch into trunk.norm_splits="
+                        f"{t.norm_splits} sub-batches of at least 2 images: optim.batch_size={cfg.optim.batch_size} "
+                        f"is too small")
+
+
 def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None) -> Method:
     """The method of ``cfg`` around a fresh trunk, seeded by ``cfg.seed``; its setup runs on
     ``train`` unless ``init_state`` (a state the setup already produced) is given."""
     cls = get_method(cfg.method)
     settings = cls.Settings(**cfg.settings)
-    info = DataInfo(train.num_classes, len(train), train.image_size)
+    info = DataInfo(train.num_classes, len(train), train.image_size, cfg.optim.batch_size)
+    cls.check_config(settings, cfg.data.image_size, cfg.optim.batch_size)
     cls.check(settings, info)
+    check_norm(cfg, cls)
     torch.manual_seed(cfg.seed)
-    trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size)
+    trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size, cfg.trunk.norm,
+                        cfg.trunk.norm_splits)
     if init_state is None:
         trunk.set_input_stats(*train.channel_stats())
     method = cls(settings, trunk, info)

@@ -167,6 +167,9 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         return {}
     method.to(ctx.device)
     run_dir.save_trunk(method.trunk.state_dict())
+    if method.trains and cfg.epochs > 0:
+        for name, fig in method.figures().items():  # e.g. an energy-based model's negatives
+            tracker.log_artifact(run_dir.save_figure(fig, name), "plots")
     if cfg.eval.enabled:
         train, test = built.eval_sources()
         last.update(evaluate_and_record(method.trunk, train, test, cfg, run_dir, tracker, spec.progress))
