@@ -643,3 +643,13 @@ def test_report_prints_no_protocol_tables_for_a_study_that_asked_for_none(capsys
 
     _print_protocols([{"method": "rotation", "swept": {}, "protocols": {}}], {("random", "floor"): {"transfer/res2/top1": 0.3}})
     assert capsys.readouterr().out == ""
+
+
+def test_report_says_which_collection_the_numbers_are_on():
+    from sslray.sweep.report import evaluated_on
+
+    assert evaluated_on({"data.name": "imagefolder", "data.root": "/d/cifar10", "eval.data.name": "None"}) == \
+        "imagefolder cifar10"
+    assert evaluated_on({"data.name": "synthetic", "data.root": "None", "eval.data.name": "imagefolder",
+                         "eval.data.root": "/d/cifar10"}) == "imagefolder cifar10 (eval.data)"
+    assert evaluated_on({"data.name": "synthetic"}) == "synthetic"

@@ -71,11 +71,15 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
                      "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
                      "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS},
                      "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")},
-                     "protocols": {k: v for k, v in m.items() if k.startswith(PROTOCOLS)}})
+                     "protocols": {k: v for k, v in m.items() if k.startswith(PROTOCOLS)},
+                     "on": evaluated_on(prm)})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
     print(f"study {name}: {study.question}")
     print(f"objective: {mode} {metric}   trials: {len(rows)}")
+    on = Counter(r["on"] for r in rows)
+    if on:  # which collection's test split every number is on (eval.data, else the pretraining data)
+        print("evaluated on: " + ", ".join(what if len(on) == 1 else f"{what} ({n} trials)" for what, n in on.items()))
 
     def label(r):
         sw = " ".join(_pairs(r["swept"]))
@@ -142,6 +146,15 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     for what, url in urls.items():
         print(f"MLflow {what}: {url}")
     return {"best": best, "configurations": configs, "rows": rows, "figures": [str(f) for f in figures], "urls": urls}
+
+
+def evaluated_on(params: dict) -> str:
+    """The labelled collection a run's numbers are on, from its logged params: ``eval.data`` when
+    the run names one (pretrained elsewhere, maybe without labels), else its own data."""
+    prefix = "eval.data." if params.get("eval.data.name", "None") != "None" else "data."
+    name, root = params.get(prefix + "name", "?"), params.get(prefix + "root", "None")
+    return name + (f" {Path(root).name}" if root not in ("None", "") else "") + \
+        (" (eval.data)" if prefix == "eval.data." else "")
 
 
 def frame_metrics(parent, store) -> dict[tuple[str, str], dict[str, float]]:
