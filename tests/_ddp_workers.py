@@ -57,15 +57,17 @@ def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> Non
     labels = torch.arange(32) % 4
     result = {}
     for name, settings in methods:
-        cfg = build_config(name, {"run.epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings})
-        cls = get_method(name)
+        method_name = name.split("-")[0]  # "simclr-shuffled": simclr with other settings
+        cfg = build_config(method_name, {"run.epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings})
+        cls = get_method(method_name)
         torch.manual_seed(0)
-        method = cls(cls.Settings(**cfg.settings), build_trunk("resnet18", 0.125, "cifar", 16), DataInfo(4, 32, 16))
+        trunk = build_trunk("resnet18", 0.125, "cifar", 16, cfg.trunk.norm, cfg.trunk.norm_splits)
+        method = cls(cls.Settings(**cfg.settings), trunk, DataInfo(4, 32, 16, 8))
         seen = []
         fit(cfg, method, MemorySource(ImageSet(images, labels, list("abcd"), "random", "train")),
             ctx=dist_context(), progress=False,
             on_epoch=lambda e, m, s: seen.append(m))
         result[name] = {"metrics": seen[-1], "buffers": {k: v.clone() for k, v in method.state_dict().items()
-                                                         if k.startswith(("bank.", "queue."))}}
+                                                         if k.startswith(("bank.", "queue.", "chains."))}}
     torch.save(result, f"{out}/fit{rank}.pt")
     _close()

@@ -229,7 +229,11 @@ def test_methods_train_with_the_shared_loop_under_ddp(tmp_path):
     import torch.multiprocessing as mp
     from _ddp_workers import fit_worker
 
-    methods = [("npid", {}), ("pirl", {"negatives": 16}), ("simclr", {}), ("moco", {})]
+    # and issue 17's: CPC's negatives gathered across ranks, the PCD chains kept the same on every
+    # rank, MoCo's shuffled batch norm across the two workers
+    methods = [("npid", {}), ("pirl", {"negatives": 16}), ("simclr", {}), ("moco", {}),
+               ("cpc", {"grid": 4, "steps": 3}), ("ebm", {"negatives": "pcd"}),
+               ("simclr-shuffled", {"trunk.norm": "shuffle_batch"}), ("moco-shuffled", {"trunk.norm": "shuffle_batch"})]
     mp.spawn(fit_worker, args=(2, _free_port(), methods, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"fit{r}.pt", weights_only=True) for r in (0, 1))
     for name, _ in methods:
@@ -238,6 +242,7 @@ def test_methods_train_with_the_shared_loop_under_ddp(tmp_path):
         for key, value in r0[name]["buffers"].items():
             assert torch.equal(value, r1[name]["buffers"][key]), (name, key)  # bank / queue identical on both ranks
     assert set(r0["npid"]["buffers"]) == {"bank.bank"} and set(r0["moco"]["buffers"]) == {"queue.keys", "queue.ptr"}
+    assert {k.split(".")[0] for k in r0["ebm"]["buffers"]} == {"chains"}  # the PCD chains, identical above
 
 
 # ---- the methods' steps -----------------------------------------------------------------------
