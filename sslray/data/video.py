@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .synthetic import CLASSES, _factors, _render
+from .synthetic import CLASSES, _factors, _hsv_to_rgb, _render
 
 FPS = 8  # frames per second of a clip: 16 frames = 2 s
 SAMPLE_RATE = 4000  # Hz of the sound track
@@ -53,8 +53,6 @@ def _motion(rng: np.random.Generator, n: int, frames: int) -> dict[str, np.ndarr
 
 def _limb(frames: np.ndarray, m: dict, t: int, hue: np.ndarray, size: int) -> None:
     """Draw each clip's limb at frame ``t`` in place: a capsule from the shape's centre, darker than it."""
-    from .synthetic import _hsv_to_rgb
-
     c = (np.arange(size) + 0.5) / size * 2 - 1
     py, px = np.meshgrid(c, c, indexing="ij")
     ang = np.deg2rad(m["limb_angle"][:, t])[:, None, None]

@@ -87,7 +87,8 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
 
     done = [r for r in rows if r["objective"] is not None]
     configs = configurations(done, study.report.confidence, mode)
-    frame = frame_of(parent, store)
+    frame_all = frame_metrics(parent, store)  # the floor's and ceiling's runs, read once
+    frame = frame_of(frame_all)
     seeded = study.budget.seeds > 1 or any(c["n"] > 1 for c in configs)
     if not seeded:
         table = [(label(r), r["transfer"]) for r in rows]
@@ -130,7 +131,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         print("between methods (the best configuration of each): " + separability(named(first), named(second), mode))
     if "invariance" in families:
         _print_invariance(done, study.report.confidence)
-    _print_protocols(done, frame_metrics(parent, store), study.report.confidence)
+    _print_protocols(done, frame_all, study.report.confidence)
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
     if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
@@ -168,10 +169,10 @@ def frame_metrics(parent, store) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def frame_of(parent, store) -> dict[tuple[str, str], dict[str, float | None]]:
-    """The study's floor and ceiling: ``{("random", "floor"): {layer: top1}, ...}``."""
-    return {key: {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS}
-            for key, m in frame_metrics(parent, store).items()}
+def frame_of(frame_all: dict) -> dict[tuple[str, str], dict[str, float | None]]:
+    """The floor's and ceiling's per-layer probe, ``{("random", "floor"): {layer: top1}, ...}``,
+    from their metrics (:func:`frame_metrics`)."""
+    return {key: {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS} for key, m in frame_all.items()}
 
 
 def configurations(done: list[dict], level: float, mode: str = "max") -> list[dict]:
@@ -253,8 +254,8 @@ def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None
         print(layer_table([(label, cells(ms, cols)) for label, ms in entries], corner="", layers=list(cols),
                           label_width=width, cell=lambda i: i.text()))
     for s in subsets:
-        named = {layer: f"lowshot/{s}/linear/{layer}/top1" for layer in LAYERS}
-        table = [(label, cells(ms, named)) for label, ms in entries]
+        table = [(label, layer_intervals(ms, lambda m, layer: m.get(f"lowshot/{s}/linear/{layer}/top1"), level))
+                 for label, ms in entries]
         if any(t for _, t in table):
             print(f"low-shot {s} ({images(s)}): linear probe test top-1 % per layer")
             print(layer_table(table, corner="", layers=[layer for layer in LAYERS if any(layer in t for _, t in table)],
