@@ -36,7 +36,10 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: Literal["synthetic", "cifar10", "imagefolder", "manifest", "parquet"] = "synthetic"
+    name: Literal["synthetic", "synthetic_video", "cifar10", "imagefolder", "manifest", "parquet"] = Field(
+        "synthetic", description="synthetic: the embedded shapes; synthetic_video: generated clips of them in motion "
+                                 "with a sound track (video methods; image methods see frames); cifar10, "
+                                 "imagefolder, manifest, parquet: collections on disk")
     root: str | None = Field(None, description="data folder (cifar10, imagefolder; local, NFS or s3://...), "
                                                 "manifest file (CSV/Parquet of path,label[,split]) or the folder of "
                                                 "Parquet shards `sslray data prepare` wrote (parquet)")
@@ -52,7 +55,9 @@ class DataConfig(Strict):
     test_limit: PositiveInt | None = Field(None, description="use the first N test images (class-balanced)")
     image_size: PositiveInt = Field(32, description="images are resized to this square size")
     download: bool = Field(False, description="cifar10 only: download if missing")
-    seed: int = Field(0, description="synthetic only: generator seed")
+    seed: int = Field(0, description="synthetic, synthetic_video: generator seed")
+    frames: int = Field(16, ge=1, le=64, description="synthetic_video: frames per clip (8 per second, 32 px by default; "
+                                                     "5,000 training and 1,000 test clips unless limited)")
     labels: bool = Field(True, description="false: an unlabelled collection (imagefolder: images anywhere under the "
                                            "root, sub-folders carry no meaning; every fifth image is held out as "
                                            "its test split); evaluate it through eval.data, a labelled one")

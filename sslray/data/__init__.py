@@ -40,6 +40,10 @@ def load_synthetic(split: str, seed: int, size: int, n: int) -> ImageSet:
 def load_split(cfg, split: str) -> ImageSet:
     """One split of the data set a :class:`~sslray.config.DataConfig` names, limited as asked."""
     limit = cfg.limit if split == "train" else cfg.test_limit
+    if cfg.name == "synthetic_video":
+        from .clips import SIZES, load_clips
+
+        return load_clips(split, cfg.seed, cfg.image_size, limit or SIZES[split], cfg.frames)
     if cfg.name == "synthetic":
         n = limit or SYNTHETIC_SIZES[split]
         return load_synthetic(split, cfg.seed, cfg.image_size, n)
@@ -60,9 +64,24 @@ def load_data(cfg) -> tuple[ImageSet, ImageSet]:
     return load_split(cfg, "train"), load_split(cfg, "test")
 
 
+def offers(cfg) -> tuple[str, ...]:
+    """What the batches of the data set a DataConfig names carry beyond their images
+    (:attr:`Batch.extra`), known from the config alone."""
+    from .clips import OFFERS
+
+    return OFFERS if cfg.name == "synthetic_video" else ()
+
+
 def open_sources(cfg) -> tuple[Source, Source]:
     """The ``(train, test)`` sources of a DataConfig (``data.source``: memory, stream, or auto by the
     collection's decoded size); all bad input fails here, before any run starts."""
+    if cfg.name == "synthetic_video":
+        if cfg.source == "stream" or not cfg.labels:
+            raise UserError("data.name=synthetic_video is generated and held in memory, with its labels: leave "
+                            "data.source at auto and data.labels at true")
+        from .clips import open_clips
+
+        return open_clips(cfg)
     if cfg.name in ("synthetic", "cifar10"):
         if cfg.source == "stream":
             raise UserError(f"data.source=stream reads image files (data.name=imagefolder or manifest); "
@@ -100,4 +119,4 @@ def open_sources(cfg) -> tuple[Source, Source]:
 
 
 __all__ = ["Batch", "ImageSet", "MemorySource", "Source", "balanced_first", "cache_dir", "class_rank", "fingerprint",
-           "load_data", "load_split", "load_synthetic", "open_sources"]
+           "load_data", "load_split", "load_synthetic", "offers", "open_sources"]

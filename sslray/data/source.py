@@ -33,6 +33,9 @@ class Batch:
     index: torch.Tensor  # int64 (B,): stable global index of each image in its split
     cut: bool = True  # False: ``views[0]`` holds the stored images, the views are still to be cut
     corrupt: list[str] = field(default_factory=list)  # unreadable images replaced in this batch (paths)
+    #: per-image tensors beyond the views, for the methods that ask for them by name (``Method.needs``):
+    #: a clip source's ``clip``, ``audio``, ``track``, ``frame`` (:mod:`sslray.data.clips`)
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -63,6 +66,11 @@ class Source:
     split: str = ""
     classes: list[str]
     image_size: int
+    #: what this source's batches carry in :attr:`Batch.extra` (see :mod:`sslray.data.clips`)
+    offers: tuple[str, ...] = ()
+    frames: int = 0  # frames per clip (0: stills)
+    sample_rate: int = 0  # Hz of the sound track (0: no sound)
+    fps: int = 0  # frames per second of a clip
 
     def __len__(self) -> int:
         raise NotImplementedError

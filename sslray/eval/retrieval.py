@@ -12,7 +12,9 @@ features (the kNN probe's features):
   how much more the 8 nearest share each factor with the query than random training images do —
   1 - (mean factor distance to the neighbours) / (mean distance to random images) for hue, position,
   scale, angle, lighting, brightness (hue on its circle); (same-texture rate - chance) / (1 - chance)
-  for the background texture. 0 = no more than chance, 1 = always the same: the lecture's "what does
+  for the background texture; on clips (``synthetic_video``) also the pose: ``swing`` (where the limb
+  is in its swing, sin of its phase) and ``limb`` (its angle, on the circle). 0 = no more than
+  chance, 1 = always the same: the lecture's "what does
   it look at", as a number.
 
 And a figure per layer, ``retrieval_<layer>.png``: eight fixed queries (one per class, drawn by
@@ -26,9 +28,9 @@ import numpy as np
 import torch
 
 K = 8
-CIRCULAR = {"hue", "bg_hue"}
+CIRCULAR = {"hue", "bg_hue", "limb"}
 CATEGORICAL = {"texture"}
-SHARED = ("hue", "bg_hue", "x", "y", "scale", "angle", "texture", "light", "brightness")
+SHARED = ("hue", "bg_hue", "x", "y", "scale", "angle", "texture", "light", "brightness", "swing", "limb")
 
 
 def neighbours(train_x: torch.Tensor, query_x: torch.Tensor, k: int) -> torch.Tensor:

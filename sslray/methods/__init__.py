@@ -10,7 +10,7 @@ import importlib
 import pkgutil
 
 from ..errors import UserError
-from .base import DataInfo, Method, Strict
+from .base import Afterwards, DataInfo, Method, Strict
 
 METHODS: dict[str, type[Method]] = {}
 _HELPERS = {"base"}
@@ -39,4 +39,4 @@ def get_method(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "DataInfo", "Method", "Strict", "discover", "get_method", "register"]
+__all__ = ["METHODS", "Afterwards", "DataInfo", "Method", "Strict", "discover", "get_method", "register"]

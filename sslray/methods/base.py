@@ -10,7 +10,7 @@ lives in buffers, so it checkpoints with the weights.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -29,6 +29,22 @@ class DataInfo:
     image_size: int
     #: the global batch size (0: not known, e.g. a method built outside a run)
     batch_size: int = 0
+    #: what the data's batches carry beyond their images (:attr:`~sslray.data.source.Batch.extra`)
+    offers: tuple[str, ...] = ()
+    frames: int = 0  # frames per clip (0: stills)
+    sample_rate: int = 0  # Hz of the sound track (0: no sound)
+    fps: int = 0  # frames per second of a clip
+
+
+@dataclass
+class Afterwards:
+    """What a method adds to its run's evaluation once it has trained (:meth:`Method.after_training`):
+    metrics, figures, and features of a part other than the trunk to probe linearly (``{name:
+    (train_x, train_y, test_x, test_y)}``: the run logs ``<name>/top1``)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    features: dict[str, tuple] = field(default_factory=dict)
 
 
 class Method(nn.Module):
@@ -41,6 +57,9 @@ class Method(nn.Module):
     #: True for methods that contrast samples of a batch and run the trunk through
     #: :func:`~sslray.components.shuffle.shuffled` (they honour ``trunk.norm=shuffle_batch``)
     contrastive: ClassVar[bool] = False
+    #: what ``forward`` takes of :attr:`Batch.extra` as keyword arguments (video methods: ``clip``,
+    #: ``audio``, ``track``, ``frame``); uint8 ones arrive as floats in [0, 1]
+    needs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: Strict, trunk: nn.Module, info: DataInfo):
         super().__init__()
@@ -62,9 +81,10 @@ class Method(nn.Module):
         return [v.at(self.info.image_size) for v in self.views(self.settings, self.info.image_size)]
 
     @classmethod
-    def check_config(cls, settings: Strict, image_size: int, batch_size: int) -> None:
-        """Reject settings that cannot work at this image size and global batch (raise UserError),
-        from the configuration alone: before any data is read or decoded."""
+    def check_config(cls, settings: Strict, info: DataInfo) -> None:
+        """Reject settings that cannot work with data of this shape (raise UserError), from the
+        configuration alone, before any data is read or decoded: ``info`` knows the image size, the
+        global batch and the clips' frames and sound, not yet the classes or the number of images."""
 
     @classmethod
     def check(cls, settings: Strict, info: DataInfo) -> None:
@@ -86,6 +106,11 @@ class Method(nn.Module):
         """Figures to keep with the run after training, ``{file name: matplotlib figure}`` (e.g. an
         energy-based model's negatives); the caller saves and logs them."""
         return {}
+
+    def after_training(self, train, test) -> Afterwards:
+        """What this method adds to the evaluation after training, given the training and test
+        sources (default: :meth:`figures`); runs once, on the main process."""
+        return Afterwards(figures=self.figures())
 
     def after_step(self) -> None:
         """Called after each optimiser step (e.g. a momentum encoder's update)."""

@@ -109,10 +109,11 @@ class CPC(Method):
 
     @classmethod
     def check(cls, settings, info):
-        cls.check_config(settings, info.image_size, info.batch_size)
+        cls.check_config(settings, info)
 
     @classmethod
-    def check_config(cls, settings, image_size, batch_size):
+    def check_config(cls, settings, info):
+        image_size, batch_size = info.image_size, info.batch_size
         patch, stride = patch_geometry(settings, image_size)
         span = (settings.grid - 1) * stride + patch
         if patch < MIN_PATCH or span > image_size:

@@ -136,14 +136,14 @@ class EBM(Method):
         return settings.buffer or min(PAPER_BUFFER, info.num_train)
 
     @classmethod
-    def check_config(cls, settings, image_size, batch_size):
-        if settings.negatives == "pcd" and settings.buffer is not None and settings.buffer < batch_size:
-            raise UserError(f"ebm: a PCD buffer of {settings.buffer} chains is smaller than the batch of {batch_size}: "
+    def check_config(cls, settings, info):
+        if settings.negatives == "pcd" and settings.buffer is not None and settings.buffer < info.batch_size:
+            raise UserError(f"ebm: a PCD buffer of {settings.buffer} chains is smaller than the batch of {info.batch_size}: "
                             f"a step draws a distinct chain for every image (buffer >= optim.batch_size)")
 
     @classmethod
     def check(cls, settings, info):  # the default buffer is capped at the training set, which holds a batch
-        cls.check_config(settings, info.image_size, info.batch_size)
+        cls.check_config(settings, info)
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from ..config import RunConfig, set_dotted, validation_message
-from ..data import Source, open_sources
+from ..data import Source, offers, open_sources
 from ..errors import UserError
 from ..methods import DataInfo, Method, get_method
 from ..models import build_trunk
@@ -58,9 +58,34 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
         cfg = RunConfig(**tree)
     except ValidationError as e:
         raise UserError(validation_message(e)) from None
-    cls.check_config(cls.Settings(**cfg.settings), cfg.data.image_size, cfg.optim.batch_size)
+    check_data_needs(cfg, cls)
+    cls.check_config(cls.Settings(**cfg.settings), config_info(cfg))
     check_norm(cfg, cls)
     return cfg
+
+
+def config_info(cfg: RunConfig) -> DataInfo:
+    """What the config alone tells a method of its data (classes and image count not yet known)."""
+    from ..data.video import FPS, SAMPLE_RATE
+
+    offered = offers(cfg.data)
+    clips = "clip" in offered
+    return DataInfo(0, 0, cfg.data.image_size, cfg.optim.batch_size, offered, cfg.data.frames if clips else 0,
+                    SAMPLE_RATE if "audio" in offered else 0, FPS if clips else 0)
+
+
+def source_info(cfg: RunConfig, train: Source) -> DataInfo:
+    return DataInfo(train.num_classes, len(train), train.image_size, cfg.optim.batch_size, train.offers,
+                    train.frames, train.sample_rate, train.fps)
+
+
+def check_data_needs(cfg: RunConfig, cls: type[Method]) -> None:
+    """A method that needs clips, sound or tracks refused on data that has none (one line)."""
+    missing = [k for k in cls.needs if k not in offers(cfg.data)]
+    if missing:
+        what = {"clip": "clips", "audio": "sound", "track": "object tracks", "frame": "clips"}
+        lacks = ", ".join(dict.fromkeys(what.get(k, k) for k in missing))
+        raise UserError(f"{cfg.method} needs {lacks}: data {cfg.data.name!r} has none (use data.name=synthetic_video)")
 
 
 @dataclass
@@ -112,8 +137,9 @@ def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None) 
     ``train`` unless ``init_state`` (a state the setup already produced) is given."""
     cls = get_method(cfg.method)
     settings = cls.Settings(**cfg.settings)
-    info = DataInfo(train.num_classes, len(train), train.image_size, cfg.optim.batch_size)
-    cls.check_config(settings, cfg.data.image_size, cfg.optim.batch_size)
+    info = source_info(cfg, train)
+    check_data_needs(cfg, cls)
+    cls.check_config(settings, info)
     cls.check(settings, info)
     check_norm(cfg, cls)
     torch.manual_seed(cfg.seed)

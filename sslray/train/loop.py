@@ -99,8 +99,9 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
             y = batch.labels.to(ctx.device, non_blocking=True)
             idx = batch.index
+            extra = {k: _on_device(batch.extra[k], ctx.device) for k in core.needs}
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(xs, y, idx.to(ctx.device))
+                out = model(xs, y, idx.to(ctx.device), **extra)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
@@ -137,6 +138,12 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         if on_epoch:
             on_epoch(epoch, metrics, state)
     return core
+
+
+def _on_device(t: torch.Tensor, device) -> torch.Tensor:
+    """An extra of a batch on the device: uint8 (frames) as floats in [0, 1], the rest as they are."""
+    t = t.to(device, non_blocking=True)
+    return t.float().div_(255) if t.dtype == torch.uint8 else t
 
 
 def _gather_corrupt(paths: list[str], ctx: DistContext) -> list[str]:

@@ -30,6 +30,27 @@ def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Track
     return result.metrics
 
 
+def record_afterwards(after, cfg, run_dir: RunDir, tracker: Tracker, progress: bool = True) -> dict[str, float]:
+    """Record what a method adds after training (:class:`~sslray.methods.Afterwards`): its figures,
+    its metrics, and a linear probe (``<name>/top1``) on each set of features it returns (e.g. the
+    audio subnetwork of audio-visual correspondence on sound classification)."""
+    from ..eval.probes import linear_probe
+
+    metrics = dict(after.metrics)
+    for name, (xtr, ytr, xte, yte) in after.features.items():
+        metrics[f"{name}/top1"] = linear_probe(xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1,
+                                               epochs=cfg.eval.probe_epochs, lr=cfg.eval.probe_lr,
+                                               weight_decay=cfg.eval.probe_weight_decay, seed=cfg.eval.seed)
+    for name, fig in after.figures.items():
+        tracker.log_artifact(run_dir.save_figure(fig, name), "plots")
+    if metrics:
+        tracker.log_metrics(metrics)
+        if progress:
+            print("  ".join(f"{k} {100 * v:.1f}%" if k.endswith("top1") else f"{k} {v:.3f}"
+                            for k, v in sorted(metrics.items())), flush=True)
+    return metrics
+
+
 def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker, final: dict[str, float],
                          progress: bool = True) -> dict[int, dict[str, float]]:
     """Evaluate the trunks kept after each of ``cfg.eval.at_epochs`` (linear probe and kNN per layer

@@ -25,7 +25,7 @@ from ..tracking import RunDir, Tracker
 from .build import Built, build_run
 from .checkpoint import LocalCheckpoints, RayCheckpoints
 from .loop import fit
-from .record import evaluate_and_record, evaluate_over_epochs
+from .record import evaluate_and_record, evaluate_over_epochs, record_afterwards
 
 
 @dataclass(frozen=True)
@@ -167,9 +167,9 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         return {}
     method.to(ctx.device)
     run_dir.save_trunk(method.trunk.state_dict())
-    if method.trains and cfg.epochs > 0:
-        for name, fig in method.figures().items():  # e.g. an energy-based model's negatives
-            tracker.log_artifact(run_dir.save_figure(fig, name), "plots")
+    if method.trains and cfg.epochs > 0:  # e.g. an energy-based model's negatives, an audio net's probe
+        last.update(record_afterwards(method.after_training(built.train, built.test), cfg, run_dir, tracker,
+                                      spec.progress))
     if cfg.eval.enabled:
         train, test = built.eval_sources()
         last.update(evaluate_and_record(method.trunk, train, test, cfg, run_dir, tracker, spec.progress))
