@@ -9,6 +9,7 @@ import torch
 
 from sslray.data.synthetic import _hsv_to_rgb
 from sslray.data.video import generate_clips
+from sslray.components.losses import info_nce
 from sslray.errors import UserError
 from sslray.methods import DataInfo
 from sslray.methods.tracking import (Tracking, TrackingSettings, crop_boxes, pair_similarities, patch_boxes,
@@ -108,8 +109,36 @@ def test_a_training_step_gives_a_finite_loss_and_gradients(clips, loss):
     out = method([video[:, 8]], labels, torch.arange(8), clip=video, track=track)
     assert torch.isfinite(out["loss"]) and out["loss"] > 0 and 0 <= out["acc"] <= 1
     out["loss"].backward()
-    grads = [p.grad for p in method.trunk.parameters()]
+    # DDP (find_unused_parameters=False) needs every parameter in the graph
+    grads = [p.grad for p in method.parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_negatives_are_the_global_batch_as_two_ranks_see_it(monkeypatch):
+    """Two ranks simulated in one process: each has half the queries and keys and gathers every
+    key (the keys of the other rank at their place in the global batch); the mean of the ranks'
+    losses, as DDP averages them, is the loss of one process over the whole batch, gradients too."""
+    import sslray.methods.tracking as tracking
+
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(8, 6, generator=g).requires_grad_(), torch.randn(8, 6, generator=g).requires_grad_()
+
+    def both(pos, neg):
+        return ranking_loss(pos, neg, 0.5, 4) + info_nce(pos, neg, 0.1)
+
+    single = both(*pair_similarities(q, k))
+    want = torch.autograd.grad(single, (q, k))
+    ranks = []
+    for r in (0, 1):
+        monkeypatch.setattr(tracking, "rank", lambda r=r: r)
+        # what all_gather gives rank r: its own (normalised) keys at its place, the other rank's around them
+        monkeypatch.setattr(tracking, "gather_with_grad", lambda mine, r=r: torch.cat(
+            [mine if i == r else torch.nn.functional.normalize(k[i * 4:(i + 1) * 4], dim=1) for i in (0, 1)]))
+        ranks.append(both(*pair_similarities(q[r * 4:(r + 1) * 4], k[r * 4:(r + 1) * 4])))
+    mean = (ranks[0] + ranks[1]) / 2
+    assert mean.item() == pytest.approx(single.item(), rel=1e-6)
+    for got, expected in zip(torch.autograd.grad(mean, (q, k)), want):
+        assert torch.allclose(got, expected, atol=1e-6)
 
 
 def _info(size=32, frames=16, batch=128):
