@@ -137,6 +137,18 @@ CASES = [
     ("shuffle_batch on a batch too small for its sub-batches", None,
      ["train", "--method", "simclr", "--set", "trunk.norm=shuffle_batch", "--set", "trunk.norm_splits=16", *TINY],
      "optim.batch_size=20 is too small"),
+    # ---- train: issue 16's video methods
+    ("shuffle_learn on clips under 3 frames", None,
+     ["train", "--method", "shuffle_learn", "--data", "synthetic_video", "--set", "data.frames=2", *TINY],
+     "needs clips of at least 3 frames, not data.frames=2"),
+    ("tracking with a patch larger than the frame", None,
+     ["train", "--method", "tracking", "--data", "synthetic_video", "--set", "patch=40", *TINY],
+     "a 40-px patch is larger than the 32-px frames"),
+    ("a video method on still images", None, ["train", "--method", "shuffle_learn", *TINY],
+     "shuffle_learn needs clips: data 'synthetic' has none"),
+    ("synthetic_video streamed", None,
+     ["train", "--method", "rotation", "--data", "synthetic_video", "--set", "data.source=stream", *TINY],
+     "synthetic_video is generated and held in memory"),
     # ---- train: data
     ("missing root", None, ["train", "--method", "rotation", "--data", "imagefolder", "--root", "nowhere"],
      "data root not found"),
