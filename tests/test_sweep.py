@@ -653,3 +653,31 @@ def test_report_says_which_collection_the_numbers_are_on():
     assert evaluated_on({"data.name": "synthetic", "data.root": "None", "eval.data.name": "imagefolder",
                          "eval.data.root": "/d/cifar10"}) == "imagefolder cifar10 (eval.data)"
     assert evaluated_on({"data.name": "synthetic"}) == "synthetic"
+
+
+def test_report_tabulates_what_the_neighbours_share_with_seeds_as_one_row_and_draws_it(capsys, tmp_path):
+    """Retrieval on clips records the pose and the background: the report's table at a layer has a
+    column per factor (class first, then the pose), seeds as one row, the floor beside; the figure
+    has a panel per factor."""
+    from sslray.sweep.shares import print_shares, shares_figure
+
+    def metrics(pose, bg):
+        out = {}
+        for i, layer in enumerate(LAYERS):
+            out.update({f"retrieval/{layer}/precision_at_8": 0.2 + 0.01 * i, f"retrieval/{layer}/shares/swing": pose,
+                        f"retrieval/{layer}/shares/bg_hue": bg, f"retrieval/{layer}/shares/x": 0.1})
+        return out
+
+    groups = {"shuffle_learn": [metrics(0.30, 0.10), metrics(0.34, 0.12)], "rotation": [metrics(0.05, 0.5)]}
+    factors = print_shares(groups, {("random", "floor"): metrics(0.0, 0.8)}, "res4", 0.95)
+    assert factors == ["class", "swing", "x", "bg_hue"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("what the 8 nearest training images share with a test query at res4")
+    assert "class (precision@8)" in out[1] and out[1].index("pose: swing") < out[1].index("background colour")
+    # two seeds of 30 and 34: mean 32, half-width 12.706 * 2.83 / 1.41 = 25.4
+    assert out[2].split()[:8] == ["shuffle_learn", "(2)", "23.0", "±", "0.0", "32.0", "±", "25.4"]
+    assert out[3].split() == ["rotation", "23.0", "5.0", "10.0", "50.0"]
+    assert out[4].split() == ["random", "(floor)", "23.0", "0.0", "10.0", "80.0"]
+    path = shares_figure("video", groups, {("random", "floor"): metrics(0.0, 0.8)}, tmp_path, 0.95)
+    assert path == tmp_path / "shares.png" and path.stat().st_size > 10_000
+    assert print_shares({"rotation": [{"retrieval/res4/precision_at_8": 0.3}]}, {}, "res4") == []  # no factors: no table

@@ -20,6 +20,7 @@ from ..tracking import Store, store_exists, tracking_uri, writable
 from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .figures import _group, _over_epochs, _pairs, _plots, _transforms
+from .shares import print_shares, shares_figure
 from .study import STUDY_ARTIFACT, Study, param_name
 
 
@@ -72,6 +73,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
                      "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS},
                      "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")},
                      "protocols": {k: v for k, v in m.items() if k.startswith(PROTOCOLS)},
+                     "retrieval": {k: v for k, v in m.items() if k.startswith("retrieval/")},
                      "on": evaluated_on(prm)})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
@@ -132,8 +134,16 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     if "invariance" in families:
         _print_invariance(done, study.report.confidence)
     _print_protocols(done, frame_all, study.report.confidence)
+    neighbours: dict[str, list[dict]] = {}
+    for r in done:
+        if r["retrieval"]:
+            neighbours.setdefault(_group(r, None), []).append(r["retrieval"])
+    share_layer = metric.split("/")[1] if metric.count("/") == 2 and metric.split("/")[1] in LAYERS else "res4"
+    shared = print_shares(neighbours, frame_all, share_layer, study.report.confidence) if neighbours else []
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
+    if shared:
+        figures += [f for f in [shares_figure(name, neighbours, frame_all, out, study.report.confidence)] if f]
     if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
         figures.append(_over_epochs(name, children, store, out, study.report.confidence))
     for f in figures:
