@@ -70,18 +70,24 @@ def pair_audio(audio: torch.Tensor, frame: torch.Tensor, fps: int, sample_rate: 
 
     A positive (label 1) is the item's own waveform, ``seconds`` long, centred on its frame's time
     ``frame / fps`` and shifted to stay inside the clip; a negative (label 0) a window of a random
-    other clip of the batch at a random time. ``positive`` is the probability of a positive, or a
+    other clip of the batch at a random time, placed alike (around a random frame's time: a window
+    at the clip's edge says nothing of the label). ``positive`` is the probability of a positive, or a
     boolean mask saying which items are. A batch of one clip has no other: all its pairs are positive.
     Randomness from ``generator`` (CPU), the same draws whatever the labels."""
     b, total = audio.shape
     n = int(round(seconds * sample_rate))
     if not 0 < n <= total:
         raise ValueError(f"a window of {n} samples does not fit clips of {total}")
-    own = (frame.cpu().long() * sample_rate // fps - n // 2).clamp(0, total - n)
+
+    def around(f: torch.Tensor) -> torch.Tensor:  # the window centred on frame f's time, inside the clip
+        return (f.long() * sample_rate // fps - n // 2).clamp(0, total - n)
+
     draw = torch.rand(b, generator=generator)
     label = positive.cpu().bool() if torch.is_tensor(positive) else draw < positive
     other = (torch.arange(b) + torch.randint(1, max(b, 2), (b,), generator=generator)) % b
-    at = torch.randint(0, total - n + 1, (b,), generator=generator)
+    frames = max(1, round(total * fps / sample_rate))
+    at = around(torch.randint(0, frames, (b,), generator=generator))  # placed as a positive is: no cue in where
+    own = around(frame.cpu())
     if b < 2:
         label = torch.ones(b, dtype=torch.bool)
     source = torch.where(label, torch.arange(b), other).to(audio.device)
