@@ -84,7 +84,7 @@ def check_data_needs(cfg: RunConfig, cls: type[Method]) -> None:
     missing = [k for k in cls.needs if k not in offers(cfg.data)]
     if missing:
         what = {"clip": "clips", "audio": "sound", "track": "object tracks", "frame": "clips"}
-        lacks = ", ".join(dict.fromkeys(what.get(k, k) for k in missing))
+        lacks = " and ".join(dict.fromkeys(what.get(k, k) for k in missing))
         raise UserError(f"{cfg.method} needs {lacks}: data {cfg.data.name!r} has none (use data.name=synthetic_video)")
 
 
