@@ -13,11 +13,10 @@ from ..data.video import log_mel
 
 
 def spectrogram(wave: torch.Tensor, sample_rate: int, n_mels: int = 40) -> torch.Tensor:
-    """Log-mel spectrograms ``(N, n_mels, frames)`` of waveforms ``(N, L)``, on the waveforms' device.
-
-    :func:`~sslray.data.video.log_mel` builds its window and filter bank on the CPU, so the
-    waveforms go there and the spectrograms come back (in float32, outside any autocast)."""
-    return log_mel(wave.detach().float().cpu(), sample_rate, n_mels).to(wave.device)
+    """Log-mel spectrograms ``(N, n_mels, frames)`` of waveforms ``(N, L)``, on the waveforms' device,
+    in float32 outside any autocast (the STFT of bf16 sound would lose the quiet bands)."""
+    with torch.autocast(wave.device.type, enabled=False):
+        return log_mel(wave.detach().float(), sample_rate, n_mels)
 
 
 class AudioNet(nn.Module):

@@ -131,16 +131,17 @@ def generate_clips(n: int, frames: int = 16, size: int = 32, seed: int = 0, spli
 
 def log_mel(wave, sample_rate: int = SAMPLE_RATE, n_mels: int = 40, n_fft: int = 256, hop: int = 64):
     """Log-mel spectrograms ``(N, n_mels, frames)`` of waveforms ``(N, L)`` (``torch.stft``, Hann
-    window, a triangular mel filter bank from 0 Hz to Nyquist, log of power + 1e-6)."""
+    window, a triangular mel filter bank from 0 Hz to Nyquist, log of power + 1e-6), on the waves' device."""
     import torch
 
     wave = torch.as_tensor(wave, dtype=torch.float32)
-    spec = torch.stft(wave, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs() ** 2
+    dev = wave.device
+    spec = torch.stft(wave, n_fft, hop, window=torch.hann_window(n_fft, device=dev), return_complex=True).abs() ** 2
     def mel(f):
         return 2595 * math.log10(1 + f / 700)
-    edges = torch.linspace(0, mel(sample_rate / 2), n_mels + 2)
+    edges = torch.linspace(0, mel(sample_rate / 2), n_mels + 2, device=dev)
     hz = 700 * (10 ** (edges / 2595) - 1)
-    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, device=dev)
     lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
     bank = torch.clamp(torch.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), min=0)  # (M, F)
     return torch.log(bank @ spec + 1e-6)

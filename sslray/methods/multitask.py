@@ -67,7 +67,16 @@ class Multitask(Method):
         self.step, self.last = 0, self.names[0]
 
     @classmethod
+    def check_config(cls, settings, info):
+        methods = discover()
+        for name in settings.tasks:
+            if name in methods and methods[name].needs:
+                raise UserError(f"multitask: {name!r} needs clips or sound of each batch, and the mix passes its "
+                                f"tasks images only: train {name} on its own")
+
+    @classmethod
     def check(cls, settings, info):
+        cls.check_config(settings, info)
         methods = discover()
         for name in settings.tasks:
             if name == cls.name:
