@@ -46,7 +46,9 @@ def state_worker(rank: int, world: int, port: int, batches, z1, z2, out: str) ->
 def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> None:
     """One epoch of each method with the shared loop under DistributedDataParallel."""
     from sslray.data import ImageSet, MemorySource
-    from sslray.train.build import build_config
+    from sslray.data.clips import ClipSource, clip_set
+    from sslray.data.video import generate_clips
+    from sslray.train.build import build_config, source_info
     from sslray.methods import DataInfo, get_method
     from sslray.models import build_trunk
     from sslray.train.loop import dist_context, fit
@@ -58,15 +60,19 @@ def fit_worker(rank: int, world: int, port: int, methods: list, out: str) -> Non
     result = {}
     for name, settings in methods:
         method_name = name.split("-")[0]  # "simclr-shuffled": simclr with other settings
-        cfg = build_config(method_name, {"run.epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings})
         cls = get_method(method_name)
+        cfg = build_config(method_name, {"run.epochs": 1, "optim.batch_size": 8, "data.image_size": 16, **settings,
+                                         **({"data.name": "synthetic_video", "data.frames": 6} if cls.needs else {})})
+        source = MemorySource(ImageSet(images, labels, list("abcd"), "random", "train"))
+        info = DataInfo(4, 32, 16, 8)
+        if cls.needs:  # issue 16's: clips, sound and tracks pass through the loop under DDP
+            source = ClipSource(clip_set(*generate_clips(32, 6, 16, seed=0), "train"))
+            info = source_info(cfg, source)
         torch.manual_seed(0)
         trunk = build_trunk("resnet18", 0.125, "cifar", 16, cfg.trunk.norm, cfg.trunk.norm_splits)
-        method = cls(cls.Settings(**cfg.settings), trunk, DataInfo(4, 32, 16, 8))
+        method = cls(cls.Settings(**cfg.settings), trunk, info)
         seen = []
-        fit(cfg, method, MemorySource(ImageSet(images, labels, list("abcd"), "random", "train")),
-            ctx=dist_context(), progress=False,
-            on_epoch=lambda e, m, s: seen.append(m))
+        fit(cfg, method, source, ctx=dist_context(), progress=False, on_epoch=lambda e, m, s: seen.append(m))
         result[name] = {"metrics": seen[-1], "buffers": {k: v.clone() for k, v in method.state_dict().items()
                                                          if k.startswith(("bank.", "queue.", "chains."))}}
     torch.save(result, f"{out}/fit{rank}.pt")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sslray.data.clips import ClipSet, ClipSource
+from sslray.data.clips import clip_set as generated
 from sslray.data.video import FPS, SAMPLE_RATE, generate_clips
 from sslray.errors import UserError
 from sslray.methods import DataInfo
@@ -24,11 +25,7 @@ def clips():
 
 
 def clip_set(n: int, split: str) -> ClipSet:
-    video, labels, audio, f = generate_clips(n, frames=FRAMES, size=32, seed=0, split=split)
-    t = {k: torch.from_numpy(np.asarray(f[k], np.float32)) for k in f if k != "onsets"}
-    per_frame = {k: t[k] for k in ("x", "y", "scale", "angle", "bg_hue", "light", "phase", "limb_angle")}
-    return ClipSet(torch.from_numpy(video), torch.from_numpy(labels), torch.from_numpy(audio), per_frame,
-                   {k: t[k] for k in ("hue", "texture", "noise")}, split)
+    return generated(*generate_clips(n, frames=FRAMES, size=32, seed=0, split=split), split)
 
 
 def info(**kw) -> DataInfo:

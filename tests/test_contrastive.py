@@ -230,10 +230,11 @@ def test_methods_train_with_the_shared_loop_under_ddp(tmp_path):
     from _ddp_workers import fit_worker
 
     # and issue 17's: CPC's negatives gathered across ranks, the PCD chains kept the same on every
-    # rank, MoCo's shuffled batch norm across the two workers
+    # rank, MoCo's shuffled batch norm across the two workers; issue 16's video methods on clips
     methods = [("npid", {}), ("pirl", {"negatives": 16}), ("simclr", {}), ("moco", {}),
                ("cpc", {"grid": 4, "steps": 3}), ("ebm", {"negatives": "pcd"}),
-               ("simclr-shuffled", {"trunk.norm": "shuffle_batch"}), ("moco-shuffled", {"trunk.norm": "shuffle_batch"})]
+               ("simclr-shuffled", {"trunk.norm": "shuffle_batch"}), ("moco-shuffled", {"trunk.norm": "shuffle_batch"}),
+               ("shuffle_learn", {}), ("tracking", {"patch": 12}), ("avc", {"sound_seconds": 0.5})]
     mp.spawn(fit_worker, args=(2, _free_port(), methods, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"fit{r}.pt", weights_only=True) for r in (0, 1))
     for name, _ in methods:

@@ -53,6 +53,13 @@ class ClipSet(ImageSet):
         return {"clip": self.clips[idx], "audio": self.audio[idx], "track": self.track[idx], "frame": frame}
 
 
+def clip_set(video: np.ndarray, labels: np.ndarray, audio: np.ndarray, factors: dict, split: str) -> ClipSet:
+    """A :class:`ClipSet` from :func:`~sslray.data.video.generate_clips`'s arrays (or the cache's)."""
+    t = {k: torch.from_numpy(np.asarray(factors[k], np.float32)) for k in _PER_CLIP + _PER_FRAME}
+    return ClipSet(torch.from_numpy(video), torch.from_numpy(labels), torch.from_numpy(audio),
+                   {k: t[k] for k in _PER_FRAME}, {k: t[k] for k in _PER_CLIP}, split)
+
+
 def load_clips(split: str, seed: int, size: int, n: int, frames: int) -> ClipSet:
     """``n`` generated clips of ``frames`` frames at ``size`` px, cached in the data cache."""
     path = cache_dir() / f"clips-v1-seed{seed}-{split}-{n}-{frames}f-{size}px.npz"
@@ -65,9 +72,7 @@ def load_clips(split: str, seed: int, size: int, n: int, frames: int) -> ClipSet
         video, labels, audio, factors = generate_clips(n, frames, size, seed, split)
         factors = {k: factors[k] for k in _PER_CLIP + _PER_FRAME}
         save_npz(path, frames=video, labels=labels, audio=audio, **{f"factor_{k}": v for k, v in factors.items()})
-    t = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in factors.items()}
-    return ClipSet(torch.from_numpy(video), torch.from_numpy(labels), torch.from_numpy(audio),
-                   {k: t[k] for k in _PER_FRAME}, {k: t[k] for k in _PER_CLIP}, split)
+    return clip_set(video, labels, audio, factors, split)
 
 
 class ClipSource(MemorySource):
