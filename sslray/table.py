@@ -27,7 +27,7 @@ def layer_table(rows: Sequence[tuple[str, dict[str, float | None]]], style: str 
         return "\n".join(lines)
     width = label_width or max([len(corner), *(len(label) for label, _ in rows)]) + 2
     cells = [[cell(r[layer]) if r.get(layer) is not None else "-" for layer in layers] for _, r in rows]
-    w = max([8, *(len(c) + 2 for row in cells for c in row)])  # "45.1" or "45.1 ± 12.4"
+    w = max([8, *(len(c) + 2 for row in cells for c in row), *(len(layer) + 2 for layer in layers)])  # "45.1 ± 12.4"
     head = f"{corner:<{width}}" + "".join(f"{layer:>{w}}" for layer in layers)
     body = [f"{label[: width - 1]:<{width}}" + "".join(f"{c:>{w}}" for c in row) for (label, _), row in zip(rows, cells)]
     return "\n".join([head, *body])

@@ -18,6 +18,10 @@ ORDER = ("class", "swing", "limb", "x", "y", "bg_hue", "texture", "light", "hue"
 NAMES = {"class": "class (precision@8)", "swing": "pose: swing", "limb": "pose: limb angle", "x": "position x",
          "y": "position y", "bg_hue": "background colour", "texture": "background texture", "light": "lighting",
          "hue": "object colour", "scale": "scale", "angle": "angle", "brightness": "brightness"}
+#: the table's column heads (the figure's panels are titled with NAMES)
+SHORT = {"class": "class", "swing": "swing", "limb": "limb", "x": "x", "y": "y", "bg_hue": "bg colour",
+         "texture": "bg texture", "light": "light", "hue": "obj colour", "scale": "scale", "angle": "angle",
+         "brightness": "brightness"}
 PANELS = ("class", "swing", "limb", "x", "bg_hue", "hue")
 
 
@@ -44,11 +48,11 @@ def print_shares(groups: dict[str, list[dict]], frame_all: dict, layer: str, lev
         for f in factors:
             vals = [v for v in (share_of(m, layer, f) for m in ms) if v is not None]
             if vals:
-                cells[NAMES[f]] = interval(vals, level)
+                cells[SHORT[f]] = interval(vals, level)
         table.append((label, cells))
     print(f"what the 8 nearest training images share with a test query at {layer} (x 100; 0 = no more than random "
-          f"images, 100 = identical; class: share of the query's class)")
-    print(layer_table(table, corner="", layers=[NAMES[f] for f in factors],
+          f"images, 100 = identical; class: precision@8, the share of the query's class; swing and limb: the pose)")
+    print(layer_table(table, corner="", layers=[SHORT[f] for f in factors],
                       label_width=max(len(label) for label, _ in table) + 2, cell=lambda i: i.text()))
     return factors
 
