@@ -79,9 +79,9 @@ def open_sources(cfg) -> tuple[Source, Source]:
         if cfg.source == "stream" or not cfg.labels:
             raise UserError("data.name=synthetic_video is generated and held in memory, with its labels: leave "
                             "data.source at auto and data.labels at true")
-        from .clips import open_clips
+        from .clips import ClipSource
 
-        return open_clips(cfg)
+        return ClipSource(load_split(cfg, "train")), ClipSource(load_split(cfg, "test"))
     if cfg.name in ("synthetic", "cifar10"):
         if cfg.source == "stream":
             raise UserError(f"data.source=stream reads image files (data.name=imagefolder or manifest); "

@@ -42,7 +42,7 @@ class ClipSet(ImageSet):
         factors["swing"] = torch.sin(per_frame["phase"][:, mid])
         factors["limb"] = torch.remainder(per_frame["limb_angle"][:, mid] / 360.0, 1.0)
         super().__init__(clips[:, mid], labels, list(CLASSES), "synthetic_video", split, factors)
-        self.clips, self.audio, self.per_frame = clips, audio, per_frame
+        self.clips, self.audio = clips, audio
         self.track = torch.stack([per_frame["x"], per_frame["y"], per_frame["scale"]], -1)
 
     @property
@@ -86,16 +86,16 @@ class ClipSource(MemorySource):
         super().__init__(data)
         self.frames = data.frames
 
-    def _frames(self, idx: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
-        """The still's frame of each clip in this epoch: random, by (seed, epoch, clip)."""
+    def _frames(self, seed: int, epoch: int) -> torch.Tensor:
+        """The still's frame of every clip in this epoch: random, by (seed, epoch, clip)."""
         g = torch.Generator().manual_seed(seed * 7_919 + epoch * 104_729 + 17)
-        every = torch.randint(0, self.frames, (len(self.data),), generator=g)
-        return every[idx]
+        return torch.randint(0, self.frames, (len(self.data),), generator=g)
 
     def epoch(self, epoch, global_batch, seed, rank=0, world=1, views=()):
         data: ClipSet = self.data
+        frames = self._frames(seed, epoch)
         for idx in rank_slices(epoch_order(len(data), seed, epoch), global_batch, rank, world):
-            frame = self._frames(idx, seed, epoch)
+            frame = frames[idx]
             yield Batch([data.clips[idx, frame]], data.labels[idx], idx, cut=False, extra=data.extra(idx, frame))
 
     def scan(self, batch_size: int, views=()):
@@ -109,9 +109,3 @@ class ClipSource(MemorySource):
     def describe(self) -> dict:
         return {**super().describe(), "resolved.data.frames": self.frames,
                 "resolved.data.sample_rate": self.sample_rate}
-
-
-def open_clips(cfg) -> tuple[ClipSource, ClipSource]:
-    """The ``(train, test)`` sources of ``data.name=synthetic_video``."""
-    return tuple(ClipSource(load_clips(split, cfg.seed, cfg.image_size, limit or SIZES[split], cfg.frames))
-                 for split, limit in (("train", cfg.limit), ("test", cfg.test_limit)))

@@ -108,10 +108,6 @@ class CPC(Method):
     contrastive = True
 
     @classmethod
-    def check(cls, settings, info):
-        cls.check_config(settings, info)
-
-    @classmethod
     def check_config(cls, settings, info):
         image_size, batch_size = info.image_size, info.batch_size
         patch, stride = patch_geometry(settings, image_size)

@@ -141,10 +141,6 @@ class EBM(Method):
             raise UserError(f"ebm: a PCD buffer of {settings.buffer} chains is smaller than the batch of {info.batch_size}: "
                             f"a step draws a distinct chain for every image (buffer >= optim.batch_size)")
 
-    @classmethod
-    def check(cls, settings, info):  # the default buffer is capped at the training set, which holds a batch
-        cls.check_config(settings, info)
-
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
         self.direction = nn.Parameter(torch.randn(trunk.out_dim) / trunk.out_dim ** 0.5)

@@ -76,7 +76,6 @@ class Multitask(Method):
 
     @classmethod
     def check(cls, settings, info):
-        cls.check_config(settings, info)
         methods = discover()
         for name in settings.tasks:
             if name == cls.name:
@@ -89,8 +88,10 @@ class Multitask(Method):
         for name in settings.task_settings:
             if name not in settings.tasks:
                 raise UserError(f"multitask: task_settings names {name!r}, which is not in the mix")
-        for name in settings.tasks:
-            methods[name].check(task_settings(name, methods[name], settings), info)
+        for name in settings.tasks:  # each task's own checks, as a run of it alone would make them
+            own = task_settings(name, methods[name], settings)
+            methods[name].check_config(own, info)
+            methods[name].check(own, info)
 
     def draw(self) -> str:
         """The task of the current step: a function of ``(seed, step)`` only, the same on every worker."""

@@ -131,10 +131,6 @@ class Tracking(Method):
         if 0 < info.batch_size < 2:
             raise UserError("tracking: a batch of one clip has no other clips for negatives: use optim.batch_size >= 2")
 
-    @classmethod
-    def check(cls, settings, info):
-        cls.check_config(settings, info)
-
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
         self.head = linear_head(trunk.out_dim, settings.embed_dim, settings.head_hidden or trunk.out_dim)
