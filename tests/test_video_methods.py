@@ -79,3 +79,42 @@ def test_shuffle_learn_runs_from_the_cli_on_clips_and_logs_every_layer_and_the_p
         for factor in ("swing", "limb", "bg_hue", "x"):
             assert f"retrieval/{layer}/shares/{factor}" in m
     assert 0 <= m["train/acc"] <= 1
+
+
+def test_what_a_method_adds_after_training_is_probed_logged_and_saved(tmp_path):
+    """``Afterwards``: its metrics are logged, each feature set gets a linear probe (``<name>/top1``),
+    each figure is saved and logged under plots/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sslray.methods import Afterwards
+    from sslray.tracking import RunDir
+    from sslray.train.build import build_config
+    from sslray.train.record import record_afterwards
+
+    class Tracker:
+        def __init__(self):
+            self.metrics, self.artifacts = {}, []
+
+        def log_metrics(self, metrics, step=None):
+            self.metrics.update(metrics)
+
+        def log_artifact(self, path, where=None):
+            self.artifacts.append((path, where))
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(200) % 4
+    x = torch.nn.functional.one_hot(y, 4).float() * 3 + 0.1 * torch.randn(200, 4, generator=g)  # separable
+    noise = torch.randn(200, 4, generator=g)  # nothing to find
+    (tmp_path / "run").mkdir()
+    tracker = Tracker()
+    features = {"sound": (x[:100], y[:100], x[100:], y[100:]), "noise": (noise[:100], y[:100], noise[100:], y[100:])}
+    after = Afterwards({"avc/test_acc": 0.5}, {"extra.png": plt.figure()}, features)
+    got = record_afterwards(after, build_config("rotation"), RunDir(tmp_path / "run"), tracker, progress=False)
+    assert got["sound/top1"] > 0.8 and got["noise/top1"] < 0.5  # chance 0.25; a 30-epoch probe on 100 images
+    assert got["avc/test_acc"] == 0.5
+    assert tracker.metrics == got
+    figure = tmp_path / "run" / "extra.png"
+    assert tracker.artifacts == [(figure, "plots")] and figure.stat().st_size > 0
