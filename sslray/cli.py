@@ -256,14 +256,19 @@ def cmd_compare(args) -> int:
 
 
 def cmd_data_prepare(args) -> int:
-    from .config import DataConfig
+    from pydantic import ValidationError
+
+    from .config import DataConfig, validation_message
     from .data.prepare import prepare
 
     for flag, value, low, high in (("--short-side", args.short_side, 16, 100_000),
                                    ("--shard-rows", args.shard_rows, 1, 10**7), ("--quality", args.quality, 1, 100)):
         if not low <= value <= high:
             raise UserError(f"data prepare: {flag} must be in [{low}, {high}] (got {value})")
-    cfg = DataConfig(name="manifest" if args.manifest else "imagefolder", root=args.root)
+    try:
+        cfg = DataConfig(name="manifest" if args.manifest else "imagefolder", root=args.root)
+    except ValidationError as e:
+        raise UserError(f"data prepare: {validation_message(e)}") from None
     summary = prepare(cfg, args.out, args.short_side, args.shard_rows, args.quality, args.seed)
     for split, s in summary["splits"].items():
         bad = f", {len(s['unreadable'])} unreadable skipped (e.g. {s['unreadable'][0]})" if s["unreadable"] else ""

@@ -65,10 +65,19 @@ class DataConfig(Strict):
     @field_validator("root")
     @classmethod
     def _absolute(cls, v: str | None) -> str | None:
-        """A local root made absolute where the run is configured: Ray workers run in other folders."""
-        if v and "://" not in v and Path(v).expanduser().exists():
-            return str(Path(v).expanduser().resolve())
-        return v
+        """A local root made absolute where the run is configured: Ray workers run in other folders.
+        A root whose ``~user`` names no user, or that is too long for the file system, is refused."""
+        if not v or "://" in v:
+            return v
+        if "\x00" in v:
+            raise ValueError("a path cannot contain a NUL character")
+        try:
+            path = Path(v).expanduser()
+            return str(path.resolve()) if path.exists() else v
+        except RuntimeError:  # "~nosuchuser/x": no such user's home
+            raise ValueError(f"cannot expand {v.split('/', 1)[0]!r}: no such user") from None
+        except OSError as e:  # ENAMETOOLONG and friends
+            raise ValueError(f"not a usable path ({e.strerror or type(e).__name__}; {len(v)} characters)") from None
 
     @field_validator("image_size")
     @classmethod
@@ -288,10 +297,13 @@ def validation_message(e: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    if err["type"] == "value_error" and not err["loc"]:  # a check across keys says itself what is wrong
-        return msg.removeprefix("Value error, ")
+    if err["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        if not err["loc"]:  # a check across keys says itself what is wrong
+            return msg
     value = err.get("input")
-    shown = f" (got {value!r})" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
+    got = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:60]}... ({len(repr(value))} characters)"
+    shown = f" (got {got})" if err["type"] != "extra_forbidden" and not isinstance(value, dict) else ""
     return f"{loc}: {msg}{shown}"
 
 

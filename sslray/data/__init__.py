@@ -1,15 +1,19 @@
-"""Data sets as in-memory uint8 tensors: ``synthetic`` (embedded default), ``cifar10``, ``imagefolder``.
+"""Data sources: the embedded shapes (``synthetic``), generated clips (``synthetic_video``),
+``cifar10``, image collections on disk or object storage (``imagefolder``, ``manifest``) and
+Parquet shards (``parquet``), held in memory (:class:`MemorySource`: one uint8 tensor per split,
+decoded once and cached) or streamed (Ray Data: :mod:`.stream`, :mod:`.shards`).
 
-Every data set gives an :class:`ImageSet` per split (``train``/``test``): images ``(N, 3, S, S)``
-uint8, integer labels, class names and, for ``synthetic``, the per-image nuisance factors.
-Keeping the images as one tensor makes batching, sharding and the methods' batched tensor
-transforms (rotation, tiling, crops) cheap on a CPU and trivially movable to a GPU.
+Every split's labels index one class list: the training split's. Opening a source lists and
+checks; a memory source decodes its split when first read, so a run checks everything before it
+writes the data cache.
 
 Bad input (missing or empty root, a corrupt image, a tree with no class folders) raises
 :class:`~sslray.errors.UserError` naming the path.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,7 +22,7 @@ from ..errors import UserError
 from . import synthetic
 from .cache import save_npz, cache_dir, fingerprint
 from .imageset import ImageSet, balanced_first, check_memory, class_rank
-from .source import Batch, MemorySource, Source
+from .source import Batch, MemorySource, Pending, Source
 
 SYNTHETIC_SIZES = {"train": 10_000, "test": 2_000}
 
@@ -39,29 +43,75 @@ def load_synthetic(split: str, seed: int, size: int, n: int) -> ImageSet:
 
 def load_split(cfg, split: str) -> ImageSet:
     """One split of the data set a :class:`~sslray.config.DataConfig` names, limited as asked."""
-    limit = cfg.limit if split == "train" else cfg.test_limit
-    if cfg.name == "synthetic_video":
-        from .clips import SIZES, load_clips
-
-        return load_clips(split, cfg.seed, cfg.image_size, limit or SIZES[split], cfg.frames)
-    if cfg.name == "synthetic":
-        n = limit or SYNTHETIC_SIZES[split]
-        return load_synthetic(split, cfg.seed, cfg.image_size, n)
-    if not cfg.root:
-        raise UserError(f"data {cfg.name!r} needs a root folder: --set data.root=PATH")
-    if cfg.name == "cifar10":
-        from .folder import load_cifar10
-
-        return load_cifar10(cfg.root, split, cfg.image_size, cfg.download).limit(limit)
-    from .catalogue import catalogue
-    from .folder import decode_catalogue
-
-    return decode_catalogue(catalogue(cfg, split), cfg.image_size)
+    return _pending(cfg, split).load() if cfg.name != "cifar10" else _cifar10(cfg, split)
 
 
 def load_data(cfg) -> tuple[ImageSet, ImageSet]:
     """``(train, test)`` in memory for a DataConfig; all bad input fails here, before any run starts."""
+    if cfg.name in ("imagefolder", "manifest"):
+        return tuple(_decoded(c, cfg.image_size) for c in _catalogues(cfg))
     return load_split(cfg, "train"), load_split(cfg, "test")
+
+
+def _cifar10(cfg, split: str) -> ImageSet:
+    from .folder import load_cifar10
+
+    if not cfg.root:
+        raise UserError(f"data {cfg.name!r} needs a root folder: --set data.root=PATH")
+    limit = cfg.limit if split == "train" else cfg.test_limit
+    return load_cifar10(cfg.root, split, cfg.image_size, cfg.download).limit(limit)
+
+
+def _unlabelled(load) -> ImageSet:
+    s = load()
+    return ImageSet(s.images, torch.zeros_like(s.labels), ["unlabelled"], s.name, s.split)
+
+
+def _decoded(cat, size: int) -> ImageSet:
+    from .folder import decode_catalogue
+
+    return decode_catalogue(cat, size)
+
+
+def _catalogues(cfg):
+    from .catalogue import catalogues
+
+    return catalogues(cfg)
+
+
+def _pending(cfg, split: str, cat=None) -> Pending:
+    """A split of a generated collection (synthetic, synthetic_video) or of a listed catalogue, not
+    yet generated or decoded: loading it is what writes the data cache."""
+    from functools import partial
+
+    limit = cfg.limit if split == "train" else cfg.test_limit
+    if cfg.name == "synthetic_video":
+        from .clips import SIZES, load_clips
+        from .video import CLASSES
+
+        n = limit or SIZES[split]
+        return Pending(n, list(CLASSES), cfg.image_size, split,
+                       partial(load_clips, split, cfg.seed, cfg.image_size, n, cfg.frames), cfg.frames)
+    if cfg.name == "synthetic":
+        n = limit or SYNTHETIC_SIZES[split]
+        load = partial(load_synthetic, split, cfg.seed, cfg.image_size, n)
+        if not cfg.labels:  # the same images with their labels dropped: one class
+            return Pending(n, ["unlabelled"], cfg.image_size, split, partial(_unlabelled, load))
+        return Pending(n, list(synthetic.CLASSES), cfg.image_size, split, load)
+    cat = cat if cat is not None else dict(zip(("train", "test"), _catalogues(cfg)))[split]
+    return Pending(len(cat), cat.classes, cfg.image_size, split, partial(_decoded, cat, cfg.image_size),
+                   params={"resolved.data.outside_root": cat.outside_root})
+
+
+def check_root(cfg) -> None:
+    """The collection a DataConfig names has a root, and a local one exists (what a study checks of
+    every trial's data before any trial starts; remote roots are reached when opened)."""
+    if cfg.name in ("synthetic", "synthetic_video"):
+        return
+    if not cfg.root:
+        raise UserError(f"data {cfg.name!r} needs a root: --set data.root=PATH")
+    if "://" not in cfg.root and not Path(cfg.root).expanduser().exists():
+        raise UserError(f"data root not found: {cfg.root}")
 
 
 def offers(cfg) -> tuple[str, ...]:
@@ -74,22 +124,25 @@ def offers(cfg) -> tuple[str, ...]:
 
 def open_sources(cfg) -> tuple[Source, Source]:
     """The ``(train, test)`` sources of a DataConfig (``data.source``: memory, stream, or auto by the
-    collection's decoded size); all bad input fails here, before any run starts."""
+    collection's decoded size). Opening lists and checks, and writes nothing: a memory source
+    decodes (or generates) its split, filling the data cache, when its images are first read, so
+    every check of a run can come before that. All bad input of the data fails here."""
     if cfg.name == "synthetic_video":
         if cfg.source == "stream" or not cfg.labels:
             raise UserError("data.name=synthetic_video is generated and held in memory, with its labels: leave "
                             "data.source at auto and data.labels at true")
         from .clips import ClipSource
 
-        return ClipSource(load_split(cfg, "train")), ClipSource(load_split(cfg, "test"))
+        return ClipSource(_pending(cfg, "train")), ClipSource(_pending(cfg, "test"))
     if cfg.name in ("synthetic", "cifar10"):
         if cfg.source == "stream":
             raise UserError(f"data.source=stream reads image files (data.name=imagefolder or manifest); "
                             f"{cfg.name} is held in memory")
+        if cfg.name == "synthetic":
+            return MemorySource(_pending(cfg, "train")), MemorySource(_pending(cfg, "test"))
         train, test = load_data(cfg)
         if not cfg.labels:  # the same images with their labels dropped: one class
-            train, test = (ImageSet(s.images, torch.zeros_like(s.labels), ["unlabelled"], s.name, s.split)
-                           for s in (train, test))
+            train, test = (_unlabelled(lambda s=s: s) for s in (train, test))
         return MemorySource(train), MemorySource(test)
     if cfg.name == "parquet" and not cfg.labels:
         raise UserError("data.labels=false reads an image folder (data.name=imagefolder), cifar10 or synthetic")
@@ -102,21 +155,17 @@ def open_sources(cfg) -> tuple[Source, Source]:
 
         return tuple(ShardSource(cfg.root, split, cfg.image_size, cfg.cpus_per_worker, limit)
                      for split, limit in (("train", cfg.limit), ("test", cfg.test_limit)))
-    from .catalogue import catalogue
-
-    cats = catalogue(cfg, "train"), catalogue(cfg, "test")
+    cats = _catalogues(cfg)
     kind = cfg.source
     if kind == "auto":
         decoded = len(cats[0]) * 3 * cfg.image_size**2
         kind = "stream" if decoded > cfg.memory_gb * 2**30 else "memory"
     if kind == "memory":
-        from .folder import decode_catalogue
-
-        return tuple(MemorySource(decode_catalogue(c, cfg.image_size)) for c in cats)
+        return tuple(MemorySource(_pending(cfg, c.split, c)) for c in cats)
     from .stream import StreamSource
 
     return tuple(StreamSource(c, c.split, cfg.image_size, cfg.cpus_per_worker) for c in cats)
 
 
-__all__ = ["Batch", "ImageSet", "MemorySource", "Source", "balanced_first", "cache_dir", "class_rank", "fingerprint",
+__all__ = ["Batch", "ImageSet", "MemorySource", "Source", "balanced_first", "cache_dir", "check_root", "class_rank", "fingerprint",
            "load_data", "load_split", "load_synthetic", "offers", "open_sources"]

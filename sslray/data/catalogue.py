@@ -31,6 +31,7 @@ class Catalogue:
     name: str  # the data set's name (imagefolder, manifest)
     split: str
     key: str  # names the selection (root, split, limit): part of cache keys
+    outside_root: int = 0  # images reached through a symbolic link that leads out of the root (followed)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -110,26 +111,47 @@ def _is_image(name: str) -> bool:
     return Path(name).suffix.lower() in EXTENSIONS
 
 
-def _scan(tree: FileTree, sub: str) -> tuple[list[str], list[str], np.ndarray]:
+def _scan(tree: FileTree, sub: str, classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
+    """The class folders of ``sub`` that hold images, their images and labels. With ``classes`` (the
+    training split's), labels are indices into that list, and a folder with images that the
+    training split lacks is refused: numbering each split's classes on its own would give a test
+    image of class ``c`` the index of another class wherever the splits' folders differ."""
     dirs, files = tree.entries(sub)
     prefix = f"{sub}/" if sub else ""
     found = {d: tree.entries(prefix + d)[1] for d in dirs}
-    classes = [d for d in dirs if found[d]]
+    present = [d for d in dirs if found[d]]
     where = tree.location(sub)
-    if not classes:
+    if not present:
         if files:
             raise UserError(f"wrong layout in {where}: images but no class folders (expected {where}/<class>/<image>)")
         raise UserError(f"no class folders with images in {where} (expected {where}/<class>/<image>)")
+    if classes is None:
+        classes = present
+    check_classes(present, classes, where)
+    lookup = {c: i for i, c in enumerate(classes)}
     locations, labels = [], []
-    for i, c in enumerate(classes):
+    for c in present:
         locations += [tree.location(f"{prefix}{c}/{f}") for f in found[c]]
-        labels += [i] * len(found[c])
+        labels += [lookup[c]] * len(found[c])
     return classes, locations, np.asarray(labels, np.int64)
 
 
-def scan_imagefolder(root: str, split: str, limit: int | None) -> tuple[list[str], list[str], np.ndarray, str]:
+def check_classes(present, classes: list[str], where: str) -> None:
+    """One class list for the whole collection: the training split's. A class of another split that
+    training lacks has no index a probe could have learnt (one line)."""
+    extra = [c for c in present if c not in set(classes)]
+    if extra:
+        shown = ", ".join(map(repr, extra[:5])) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise UserError(f"{where} has class(es) {shown} that the training split lacks (no training images): "
+                        f"the class list is the training split's ({len(classes)} classes); remove them or add "
+                        f"training images of them")
+
+
+def scan_imagefolder(root: str, split: str, limit: int | None,
+                     classes: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray, str]:
     """The classes, image locations and labels of one split of a class-folder tree (sorted: an
-    image's position is its stable index), limited class-balanced, and a key naming that selection."""
+    image's position is its stable index), limited class-balanced, and a key naming that selection.
+    ``classes``: the training split's class list, which the labels of another split index."""
     tree = FileTree(root)
     top, loose = tree.entries()
     if not top and not loose:
@@ -142,7 +164,7 @@ def scan_imagefolder(root: str, split: str, limit: int | None) -> tuple[list[str
             where = tree.location(SPLIT_NAMES[split][0])
             raise UserError(f"no {split} split in {root} (expected {where}/<class>/<image>)")
         sub, single = "", split
-    classes, files, labels = _scan(tree, sub)
+    classes, files, labels = _scan(tree, sub, classes if single is None else None)
     if single is not None:  # single tree: every fifth image of each class is the test split
         keep = holdout(labels, split)
         files, labels = [f for f, k in zip(files, keep) if k], labels[keep]
@@ -169,12 +191,31 @@ def scan_unlabelled(root: str, split: str, limit: int | None) -> tuple[list[str]
     return files[:limit] if limit else files, np.zeros(min(len(files), limit or len(files)), np.int64)
 
 
-def folder_catalogue(root: str, split: str, limit: int | None, labelled: bool = True) -> Catalogue:
+def folder_catalogue(root: str, split: str, limit: int | None, labelled: bool = True,
+                     classes: list[str] | None = None) -> Catalogue:
     if not labelled:
         files, labels = scan_unlabelled(root, split, limit)
-        return Catalogue(files, labels, ["unlabelled"], "imagefolder", split, f"{root}|unlabelled|{split}|{limit}")
-    classes, files, labels, key = scan_imagefolder(root, split, limit)
-    return Catalogue(files, labels, classes, "imagefolder", split, f"{key}|{limit}")
+        return Catalogue(files, labels, ["unlabelled"], "imagefolder", split, f"{root}|unlabelled|{split}|{limit}",
+                         outside_root(root, files))
+    classes, files, labels, key = scan_imagefolder(root, split, limit, classes)
+    return Catalogue(files, labels, classes, "imagefolder", split, f"{key}|{limit}", outside_root(root, files))
+
+
+def outside_root(root: str, files: list[str]) -> int:
+    """How many of a local tree's images are reached through a symbolic link (the file's or a
+    folder's) that leads out of the root. Such links are followed, as every loader does; the count
+    is logged with the run (``resolved.data.outside_root``) so that it is never a surprise."""
+    if "://" in root:
+        return 0
+    base = os.path.realpath(os.path.expanduser(root)) + os.sep
+    folder_out: dict[str, bool] = {}  # one look per folder: does its real place lie outside the root?
+    count = 0
+    for f in files:
+        folder = os.path.dirname(f)
+        if folder not in folder_out:
+            folder_out[folder] = not (os.path.realpath(folder) + os.sep).startswith(base)
+        count += folder_out[folder] or (os.path.islink(f) and not os.path.realpath(f).startswith(base))
+    return count
 
 
 def _read_manifest(path: str):
@@ -200,20 +241,36 @@ def manifest_catalogue(path: str, split: str, limit: int | None) -> Catalogue:
     for col in ("path", "label"):
         if col not in table.column_names:
             raise UserError(f"manifest {path} has no {col!r} column (columns: {', '.join(table.column_names)})")
-    paths = [str(p) for p in table.column("path").to_pylist()]
-    raw = [str(v) for v in table.column("label").to_pylist()]
+    paths = table.column("path").to_pylist()
+    raw = table.column("label").to_pylist()
     if not paths:
         raise UserError(f"manifest {path} lists no images")
-    classes = sorted(set(raw), key=lambda v: (0, int(v)) if v.lstrip("-").isdigit() else (1, v))
-    lookup = {c: i for i, c in enumerate(classes)}
-    labels = np.array([lookup[v] for v in raw], np.int64)
+    for what, column in (("path", paths), ("label", raw)):
+        blank = next((i for i, v in enumerate(column) if v is None or not str(v).strip()), None)
+        if blank is not None:  # a class named '' or 'None' would be trained and probed as if real
+            raise UserError(f"manifest {path} row {blank + 1} has no {what} (an empty or null cell); "
+                            f"every row needs a {what}")
+    paths, raw = [str(p) for p in paths], [str(v).strip() for v in raw]
     if "split" in table.column_names:
-        names = [str(v).lower() for v in table.column("split").to_pylist()]
-        keep = np.array([n in SPLIT_NAMES[split] for n in names])
-        if not keep.any():
+        names = [str(v).strip().lower() for v in table.column("split").to_pylist()]
+        in_split = {s: np.array([n in SPLIT_NAMES[s] for n in names]) for s in SPLIT_NAMES}
+        if not in_split[split].any():
             raise UserError(f"manifest {path} has no {split} rows (split column values: {', '.join(sorted(set(names)))})")
     else:
+        in_split = None
+    # one class list for the whole manifest: the training rows' classes (sorted, integers by value)
+    train_raw = raw if in_split is None else [v for v, k in zip(raw, in_split["train"]) if k]
+    classes = sorted(set(train_raw), key=lambda v: (0, int(v)) if v.lstrip("-").isdigit() else (1, v))
+    if in_split is not None:
+        check_classes(dict.fromkeys(v for v, k in zip(raw, in_split[split]) if k), classes,
+                      f"manifest {path} ({split} rows)")
+    lookup = {c: i for i, c in enumerate(classes)}
+    if in_split is None:
+        labels = np.array([lookup[v] for v in raw], np.int64)
         keep = holdout(labels, split)
+    else:
+        keep = in_split[split]
+        labels = np.array([lookup.get(v, -1) for v in raw], np.int64)
     base = path.rsplit("/", 1)[0] if "://" in path else str(Path(path).expanduser().resolve().parent)
     located = [p if ("://" in p or os.path.isabs(p)) else f"{base}/{p}" for p in paths]
     locations, labels = limited([p for p, k in zip(located, keep) if k], labels[keep], limit)
@@ -224,8 +281,11 @@ def manifest_catalogue(path: str, split: str, limit: int | None) -> Catalogue:
     return Catalogue(locations, labels, classes, "manifest", split, f"{path}|{split}|{limit}")
 
 
-def catalogue(cfg, split: str) -> Catalogue:
-    """One split of the collection a DataConfig names (imagefolder or manifest), limited as asked."""
+def catalogue(cfg, split: str, classes: list[str] | None = None) -> Catalogue:
+    """One split of the collection a DataConfig names (imagefolder or manifest), limited as asked.
+
+    Every split's labels index one class list: the training split's (a test split's class that
+    training lacks is refused). ``classes`` passes a training catalogue's list already listed."""
     limit = cfg.limit if split == "train" else cfg.test_limit
     if not cfg.root:
         raise UserError(f"data {cfg.name!r} needs a root: --set data.root=PATH")
@@ -234,4 +294,12 @@ def catalogue(cfg, split: str) -> Catalogue:
             raise UserError("data.labels=false reads an image folder (data.name=imagefolder); a manifest's labels "
                             "column is its own: leave it out of eval.data instead")
         return manifest_catalogue(cfg.root, split, limit)
-    return folder_catalogue(cfg.root, split, limit, cfg.labels)
+    if split != "train" and cfg.labels and classes is None:
+        classes = folder_catalogue(cfg.root, "train", None, True).classes
+    return folder_catalogue(cfg.root, split, limit, cfg.labels, classes)
+
+
+def catalogues(cfg) -> tuple[Catalogue, Catalogue]:
+    """The ``(train, test)`` catalogues of a collection, listed once each, on one class list."""
+    train = catalogue(cfg, "train")
+    return train, catalogue(cfg, "test", train.classes)

@@ -21,7 +21,7 @@ import torch
 
 from .cache import cache_dir, save_npz
 from .imageset import ImageSet, check_memory
-from .source import Batch, MemorySource, epoch_order, rank_slices
+from .source import Batch, MemorySource, Pending, epoch_order, rank_slices
 from .video import CLASSES, FPS, SAMPLE_RATE, generate_clips
 
 SIZES = {"train": 5_000, "test": 1_000}
@@ -82,7 +82,7 @@ class ClipSource(MemorySource):
     sample_rate = SAMPLE_RATE
     fps = FPS
 
-    def __init__(self, data: ClipSet):
+    def __init__(self, data: ClipSet | Pending):
         super().__init__(data)
         self.frames = data.frames
 

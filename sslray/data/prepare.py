@@ -85,6 +85,7 @@ def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, qualit
     cats = {split: catalogue(cfg, split) for split in ("train", "test")}  # every bad input fails before writing
     connect(None)
     task = ray.remote(num_cpus=1)(write_shard)
+    existed = target.exists()
     target.mkdir(parents=True, exist_ok=True)
     jobs, summary = {}, {"short_side": short_side, "quality": quality, "seed": seed, "source": cfg.root, "splits": {}}
     for split, cat in cats.items():
@@ -104,5 +105,14 @@ def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, qualit
             split["written"] += written
             split["unreadable"] += bad
             progress.update(1)
+    empty = [(name, s) for name, s in summary["splits"].items() if s["images"] and not s["written"]]
+    if empty:  # shards of nothing: remove what this call wrote (the folder was new or empty) and say why
+        import shutil
+
+        for p in ([target] if not existed else list(target.iterdir())):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        name, s = empty[0]
+        raise UserError(f"no image of the {name} split could be read ({len(s['unreadable'])} unreadable, e.g. "
+                        f"{s['unreadable'][0]}): nothing was written")
     (target / "meta.json").write_text(json.dumps(summary, indent=1))
     return summary

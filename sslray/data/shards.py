@@ -23,6 +23,9 @@ from .imageset import ImageSet
 from .source import Batch, Source
 from .views import CENTRE
 
+#: the columns of a shard (written by :mod:`sslray.data.prepare`)
+COLUMNS = ("image", "label", "index")
+
 
 def cut_encoded(batch: dict, views, seed: int, epoch: int) -> dict:
     """The Ray Data map: rows ``(image bytes, label, index)`` -> views, labels, indices, ``bad``."""
@@ -49,14 +52,23 @@ class ShardSource(Source):
             raise UserError(f"no {split}-*.parquet shards in {root} (written by `sslray data prepare`)")
         try:
             self.classes = json.loads((base / "classes.json").read_text())
-            self.rows = [pq.ParquetFile(p).metadata.num_rows for p in self.shards]
+            files = [pq.ParquetFile(p) for p in self.shards]
+            self.rows = [f.metadata.num_rows for f in files]
         except (OSError, ValueError) as e:
             raise UserError(f"unreadable shards in {root}: {str(e).splitlines()[0]}") from None
+        if not isinstance(self.classes, list) or not all(isinstance(c, str) for c in self.classes):
+            raise UserError(f"{base / 'classes.json'} is not a list of class names")
+        for path, f in zip(self.shards, files):
+            missing = [c for c in COLUMNS if c not in f.schema_arrow.names]
+            if missing:
+                raise UserError(f"shard {path} has no {', '.join(map(repr, missing))} column(s) (a shard of `sslray "
+                                f"data prepare` has {', '.join(COLUMNS)}; columns: {', '.join(f.schema_arrow.names)})")
         if limit is not None:  # whole shards, in file order, up to the limit (shards mix the classes)
             keep = int(np.searchsorted(np.cumsum(self.rows), limit, side="left")) + 1
             self.shards, self.rows = self.shards[:keep], self.rows[:keep]
         self.split, self.image_size, self.cpus, self.prefetch = split, image_size, cpus, prefetch
         self.root = str(base)
+        self.corrupt_seen: list[str] = []
 
     def __len__(self) -> int:
         return int(sum(self.rows))
@@ -81,16 +93,17 @@ class ShardSource(Source):
 
         ensure_ray()
         data_context(self.cpus)
-        ds = ray.data.read_parquet(shards, columns=["image", "label", "index"]).map_batches(
+        ds = ray.data.read_parquet(shards, columns=list(COLUMNS)).map_batches(
             cut_encoded, fn_kwargs={"views": list(views), "seed": seed, "epoch": epoch}, batch_size=64,
             batch_format="numpy", num_cpus=min(1.0, self.cpus))
         kw = {"local_shuffle_buffer_size": shuffle, "local_shuffle_seed": seed * 100_003 + epoch} if shuffle else {}
         for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=self.prefetch, **kw):
-            bad = [p for p in b["bad"] if p]
+            bad = [f"{self.root} {p}" for p in b["bad"] if p]
+            self.corrupt_seen.extend(bad)
             # copies: the arrays may be views into Ray's object store, freed once the next batch comes
             yield Batch([torch.from_numpy(np.array(b[f"view{i}"], order="C", copy=True)) for i in range(len(views))],
                         torch.from_numpy(b["label"].astype(np.int64)), torch.from_numpy(b["index"].astype(np.int64)),
-                        corrupt=[f"{self.root} {p}" for p in bad])
+                        corrupt=bad)
 
     def epoch(self, epoch, global_batch, seed, rank=0, world=1, views=()):
         deal = np.random.default_rng([seed, epoch]).permutation(len(self.shards))[rank::world]

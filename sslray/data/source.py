@@ -17,7 +17,7 @@ folders) and :class:`~sslray.data.stream.StreamSource` (Ray Data, any size).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -110,17 +110,41 @@ class Source:
         return {"resolved.data.source": self.kind}
 
 
+@dataclass
+class Pending:
+    """A split listed but not yet decoded or generated: what its listing tells (size, classes) and
+    how to load it. A source over it checks everything a run needs before a byte is decoded, and
+    decodes (writing the data cache) only when its images are first read."""
+
+    n: int
+    classes: list[str]
+    image_size: int
+    split: str
+    load: Callable[[], ImageSet]  # picklable (a functools.partial of a module function)
+    frames: int = 0
+    params: dict = field(default_factory=dict)  # what the listing found, logged with the run
+
+
 class MemorySource(Source):
-    """A split held as one uint8 tensor; views are cut from its square images on the device."""
+    """A split held as one uint8 tensor; views are cut from its square images on the device. Over a
+    :class:`Pending` split, the tensor is loaded when first read."""
 
     kind = "memory"
 
-    def __init__(self, data: ImageSet):
-        self.data = data
+    def __init__(self, data: ImageSet | Pending):
+        self._pending, self._data = (data, None) if isinstance(data, Pending) else (None, data)
+        self._n = data.n if isinstance(data, Pending) else len(data)
+        self._params = data.params if isinstance(data, Pending) else {}
         self.split, self.classes, self.image_size = data.split, data.classes, data.image_size
 
+    @property
+    def data(self) -> ImageSet:
+        if self._data is None:
+            self._data, self._pending = self._pending.load(), None
+        return self._data
+
     def __len__(self) -> int:
-        return len(self.data)
+        return self._n
 
     def epoch(self, epoch, global_batch, seed, rank=0, world=1, views=()):
         for idx in rank_slices(epoch_order(len(self.data), seed, epoch), global_batch, rank, world):
@@ -128,6 +152,9 @@ class MemorySource(Source):
 
     def subset(self, n):
         return self.data.limit(n)
+
+    def describe(self) -> dict:
+        return {**super().describe(), **self._params}
 
     def channel_stats(self, n: int = 5000):
         return self.data.channel_stats(n)

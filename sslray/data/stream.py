@@ -82,7 +82,8 @@ class StreamSource(Source):
 
     def describe(self) -> dict:
         return {"resolved.data.source": self.kind, "resolved.data.cpus_per_worker": self.cpus,
-                "resolved.data.catalogue": self.catalogue.name}
+                "resolved.data.catalogue": self.catalogue.name,
+                "resolved.data.outside_root": self.catalogue.outside_root}
 
     def _pipeline(self, rows: np.ndarray, views: Sequence[View], seed: int, epoch: int, batch_size: int):
         """Batches of ``rows`` (catalogue row ids, in this order) cut into ``views``."""

@@ -215,6 +215,9 @@ def load_study(ref: str, overrides: dict[str, Any] | None = None) -> Study:
         study.space = load_space(study.search_space, path.parent) if study.search_space else SearchSpace(params=study.params)
     except ValidationError as e:
         raise UserError(f"{path}: {validation_message(e)}") from None
+    if not study.space.params and len(study.methods) == 1:
+        raise UserError(f"{path}: params is empty and one method is named: the study has nothing to compare "
+                        f"(sweep a setting, or name several methods)")
     _anchor_paths(study)
     validate_trials(study, path)
     return study
@@ -286,9 +289,11 @@ def trial_points(study: Study, method: str):
 def validate_trials(study: Study, path: Path) -> None:
     """Build a config for every value of every parameter, per method: unknown methods, keys or values
     fail here, naming the file, the key and the value, before Ray or MLflow are touched."""
+    from ..data import check_root
     from ..methods import get_method
     from ..train.build import build_config
 
+    checked: set = set()
     for method in study.methods:
         try:
             cls = get_method(method)
@@ -300,6 +305,10 @@ def validate_trials(study: Study, path: Path) -> None:
                     raise UserError(f"{path}: params.{name}: not a setting of method {method!r} "
                                     f"(add `when: {{method: [...]}}` if it only applies to some methods)")
             try:
-                build_config(method, trial_overrides(study, point))
+                cfg = build_config(method, trial_overrides(study, point))
+                for data in (cfg.data, cfg.eval.data):  # a missing root: here, not in every trial
+                    if data is not None and (data.name, data.root) not in checked:
+                        check_root(data)
+                        checked.add((data.name, data.root))
             except UserError as e:
                 raise UserError(f"{path}: {e}") from None

@@ -162,10 +162,31 @@ def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Sou
         torch.set_num_threads(cfg.threads)
     if get_method(cfg.method).needs_labels and not cfg.data.labels:
         raise UserError(f"{cfg.method} trains on labels: data.labels=false gives it none")
-    train, test = sources or open_sources(cfg.data)
+    train, test = sources or open_sources(cfg.data)  # listed and checked; memory sources decode when first read
     if cfg.optim.batch_size > len(train):
         raise UserError(f"optim.batch_size={cfg.optim.batch_size} is larger than the training set ({len(train)} images)")
     eval_train = eval_test = None
     if cfg.eval.data is not None and cfg.eval.enabled:
         eval_train, eval_test = open_sources(cfg.eval.data)
+    if cfg.eval.enabled:
+        check_evaluable(*((eval_train, eval_test) if eval_train is not None else (train, test)),
+                        "eval.data" if eval_train is not None else "data")
+    if get_method(cfg.method).needs_labels:
+        check_evaluable(train, test, "data")
+    # every check is made: only now is data decoded or generated (the trunk's input statistics,
+    # the method's setup), filling the data cache
     return Built(cfg, train, test, build_method(cfg, train, init_state), eval_train, eval_test)
+
+
+def check_evaluable(train: Source, test: Source, key: str) -> None:
+    """Labels a probe can learn something from: two classes or more, and images in both splits. A
+    one-class collection would report 100 % at every layer; an empty test split, nothing."""
+    if train.num_classes < 2:
+        raise UserError(f"{key}: a labelled collection needs at least two classes, this one has "
+                        f"{train.num_classes} ({', '.join(map(repr, train.classes[:1]))}): every probe would "
+                        f"score 100 %; add classes, or pretrain on it with data.labels=false and evaluate on "
+                        f"another collection (eval.data)")
+    for split in (train, test):
+        if len(split) == 0:
+            raise UserError(f"{key}: the {split.split} split has no images: nothing to "
+                            f"{'train' if split is train else 'evaluate'} on")

@@ -132,6 +132,9 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             metrics["corrupt_images"] = len(corrupt)
             state["corrupt"] = corrupt[:5]
             allowed = cfg.data.max_corrupt * len(source)
+            if len(corrupt) >= seen * ctx.world_size:  # nothing was readable: batches of zeros, whatever the limit
+                raise UserError(f"no image of epoch {epoch + 1} could be read ({len(corrupt)} unreadable, e.g. "
+                                f"{corrupt[0]}): the run would train on blank batches")
             if len(corrupt) > allowed:
                 raise UserError(f"{len(corrupt)} unreadable images in epoch {epoch + 1} (more than data.max_corrupt="
                                 f"{cfg.data.max_corrupt:g} of {len(source)}), e.g. {corrupt[0]}")

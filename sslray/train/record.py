@@ -11,10 +11,13 @@ from ..tracking import RunDir, Tracker
 
 def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker,
                         progress: bool = True) -> dict[str, float]:
+    for source in (train, test):  # count what the evaluation's own passes replace, not training's
+        getattr(source, "corrupt_seen", []).clear()
     result = evaluate(trunk, train, test, cfg.eval, seed=cfg.eval.seed,
                       title=f"{cfg.method} on {cfg.data.name}: top-1 by layer ({cfg.epochs} epochs)"
                             + (f", evaluated on {cfg.eval.data.name}" if cfg.eval.data else ""),
                       cache_dir=run_dir.features, cache_key=f"{tracker.run_id}|{cfg.epochs}")
+    check_corrupt(train, test, cfg.eval.data or cfg.data, tracker, result.metrics, progress)
     tracker.log_metrics(result.metrics)
     run_dir.write_transfer(result.metrics)
     for name, fig in result.figures.items():
@@ -83,3 +86,22 @@ def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Trac
     if progress:
         print(layer_table([(f"after {e} epochs", per_layer(m, "transfer")) for e, m in sorted(by_epoch.items())]))
     return by_epoch
+
+
+def check_corrupt(train, test, data, tracker: Tracker, metrics: dict, progress: bool) -> None:
+    """Unreadable images a streamed evaluation replaced: counted (``eval/corrupt_images``), named
+    (tag ``sslray.eval.corrupt_first``) and said, as training's are; past ``data.max_corrupt`` of the
+    images evaluated, the evaluation's numbers are refused (one line, the run FAILED)."""
+    from ..errors import UserError
+
+    bad = list(dict.fromkeys(p for s in (train, test) for p in getattr(s, "corrupt_seen", [])))
+    if not bad:
+        return
+    metrics["eval/corrupt_images"] = float(len(bad))
+    tracker.set_tags({"sslray.eval.corrupt_first": "; ".join(bad[:5])[:5000]})
+    total = len(train) + len(test)
+    if len(bad) > data.max_corrupt * total:
+        raise UserError(f"{len(bad)} unreadable images in the evaluation (more than data.max_corrupt="
+                        f"{data.max_corrupt:g} of {total}), e.g. {bad[0]}")
+    if progress:
+        print(f"evaluation: {len(bad)} unreadable image(s) replaced, e.g. {bad[0]}", flush=True)
