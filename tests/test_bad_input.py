@@ -82,6 +82,42 @@ def _study(root: Path, text: str, name: str = "s.yaml") -> None:
 
 STUDY = "question: q\nmethods: [rotation]\nparams: {optim.lr: {grid: [0.05, 0.1]}}\n"
 
+SMALL = ["--set", "optim.batch_size=2"]
+
+
+def _classes(root: Path, train: str, test: str, empty: str = "", n: int = 3) -> None:
+    """A tree whose splits hold the classes named (one letter each); ``empty`` a class folder with no image."""
+    for split, classes in (("train", train), ("test", test)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for j in range(0 if (c in empty and split == "train") else n):
+                Image.new("RGB", (12, 12), (40 * j, 80, ord(c))).save(root / split / c / f"{j}.png")
+
+
+def _manifest(root: Path, tree: str, drop=lambda split, c: False, label=lambda c, i: c, name: str = "m.csv") -> None:
+    """A manifest (CSV or Parquet: path, label, split) of ``tree``'s images, rows ``drop`` says left out."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    rows = [(str(p.relative_to(root)), p.parent.name, p.parent.parent.name)
+            for p in sorted((root / tree).rglob("*.png")) if not drop(p.parent.parent.name, p.parent.name)]
+    table = pa.table({"path": [r[0] for r in rows], "label": [label(r[1], i) for i, r in enumerate(rows)],
+                      "split": [r[2] for r in rows]})
+    (pq.write_table if name.endswith(".parquet") else pacsv.write_csv)(table, str(root / name))
+
+
+def _foreign_shards(root: Path) -> None:
+    """Parquet files named as shards but written by something else (no image, no index column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (root / "shards").mkdir()
+    (root / "shards" / "classes.json").write_text('["a", "b"]')
+    for split in ("train", "test"):
+        pq.write_table(pa.table({"bytes": [b"x"], "label": [0]}), str(root / "shards" / f"{split}-00000.parquet"))
+
+
 CASES = [
     # ---- train: configuration
     ("unknown method", None, ["train", "--method", "nope"], "unknown method 'nope'"),
@@ -181,6 +217,59 @@ CASES = [
      ["train", "--method", "rotation", "--data", "manifest", "--root", "m.csv"], "no 'label' column"),
     ("parquet without shards", lambda r: (r / "shards").mkdir(),
      ["train", "--method", "rotation", "--data", "parquet", "--root", "shards"], "no train-*.parquet shards"),
+    # ---- round two: data (one class list, nothing written before a refusal)
+    ("r2-1 a test class the training split lacks", lambda r: _classes(r / "t", "ac", "abc"),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t", *SMALL],
+     "t/test has class(es) 'b' that the training split lacks"),
+    ("r2-1 an empty class folder in train only", lambda r: _classes(r / "t", "abc", "abc", empty="b"),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t", *SMALL],
+     "has class(es) 'b' that the training split lacks"),
+    ("r2-1 a manifest's test class the training rows lack",
+     lambda r: _classes(r / "t", "abc", "abc") or _manifest(r, "t", lambda split, c: split == "train" and c == "c"),
+     ["train", "--method", "rotation", "--data", "manifest", "--root", "m.csv", *SMALL],
+     "(test rows) has class(es) 'c' that the training split lacks"),
+    ("r2-2 a one-class labelled collection", lambda r: _classes(r / "t", "a", "a"),
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "t", *SMALL],
+     "needs at least two classes, this one has 1 ('a')"),
+    ("r2-4 an empty label cell in a manifest",
+     lambda r: _classes(r / "t", "ab", "ab") or _manifest(r, "t", label=lambda c, i: "" if i == 3 else c),
+     ["train", "--method", "rotation", "--data", "manifest", "--root", "m.csv", *SMALL], "row 4 has no label"),
+    ("r2-4 a null label in a Parquet manifest",
+     lambda r: _classes(r / "t", "ab", "ab") or _manifest(r, "t", label=lambda c, i: None if i == 2 else c,
+                                                          name="m.parquet"),
+     ["train", "--method", "rotation", "--data", "manifest", "--root", "m.parquet", *SMALL], "row 3 has no label"),
+    ("r2-6 a batch larger than the limited synthetic set", None,
+     ["train", "--method", "rotation", "--set", "data.limit=40", "--set", "optim.batch_size=64"],
+     "optim.batch_size=64 is larger than the training set (40 images)"),
+    ("r2-6 a bad multitask task list", None,
+     ["train", "--method", "multitask", "--set", "data.limit=40", "--set", "optim.batch_size=20", "--set",
+      "tasks={rotation: 1, nope: 1}"],
+     "unknown task 'nope'"),
+    ("r2-6 a ClusterFit source that is no run", None,
+     ["train", "--method", "clusterfit", "--set", "data.limit=40", "--set", "optim.batch_size=20", "--set",
+      "source=runs/nothing-here"], "nothing-here"),
+    ("r2-6 eval.data with a missing root", None,
+     ["train", "--method", "rotation", "--set", "data.limit=40", "--set", "optim.batch_size=20", "--set",
+      "eval.data.name=imagefolder", "--set", "eval.data.root=nowhere"], "data root not found"),
+    ("r2-6 a folder of one image a class", lambda r: [Image.new("RGB", (12, 12), (9, 9, 9 + i)).save(
+        (r / "one" / c).mkdir(parents=True) or r / "one" / c / "0.png") for i, c in enumerate("ab")],
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "one", "--set", "optim.batch_size=1"],
+     "the test split has no images"),
+    ("r2-7 a root under a user that does not exist", None,
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "~nosuchuser/x"],
+     "data.root: cannot expand '~nosuchuser': no such user"),
+    ("r2-7 a 5,000-character root", None,
+     ["train", "--method", "rotation", "--data", "imagefolder", "--root", "r" * 5000],
+     "data.root: not a usable path (File name too long; 5000 characters)"),
+    ("r2-7 Parquet shards without the image column", _foreign_shards,
+     ["train", "--method", "rotation", "--data", "parquet", "--root", "shards"], "has no 'image', 'index' column(s)"),
+    ("r2-9 a study whose data root does not exist",
+     lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\ndata: {name: imagefolder, root: nowhere}\n"
+                        "params: {optim.lr: {grid: [0.1, 0.2]}}\n"),
+     ["sweep", "s.yaml"], "s.yaml: data root not found: nowhere"),
+    ("r2-10 a study with nothing to compare",
+     lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\n"),
+     ["sweep", "s.yaml"], "params is empty and one method is named"),
     # ---- train: resume
     ("nothing to resume", None, ["train", "--method", "rotation", "--resume"], "cannot resume"),
     ("resume a truncated checkpoint", lambda r: _run_folder(r, checkpoint=b"PK\x03\x04 truncated"),

@@ -109,6 +109,9 @@ class Source:
     def describe(self) -> dict:
         return {"resolved.data.source": self.kind}
 
+    def load(self) -> None:
+        """Read what the source holds in memory, if anything (opening a source only lists it)."""
+
 
 @dataclass
 class Pending:
@@ -155,6 +158,9 @@ class MemorySource(Source):
 
     def describe(self) -> dict:
         return {**super().describe(), **self._params}
+
+    def load(self) -> None:
+        self.data  # noqa: B018 (decodes or generates a pending split)
 
     def channel_stats(self, n: int = 5000):
         return self.data.channel_stats(n)

@@ -132,16 +132,23 @@ def check_norm(cfg: RunConfig, cls: type[Method]) -> None:
                         f"is too small")
 
 
+def check_method(cfg: RunConfig, train: Source) -> None:
+    """Everything the method asks of the run and its (listed, not yet decoded) data."""
+    cls = get_method(cfg.method)
+    settings, info = cls.Settings(**cfg.settings), source_info(cfg, train)
+    check_data_needs(cfg, cls)
+    cls.check_config(settings, info)
+    cls.check(settings, info)
+    check_norm(cfg, cls)
+
+
 def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None) -> Method:
     """The method of ``cfg`` around a fresh trunk, seeded by ``cfg.seed``; its setup runs on
     ``train`` unless ``init_state`` (a state the setup already produced) is given."""
     cls = get_method(cfg.method)
     settings = cls.Settings(**cfg.settings)
     info = source_info(cfg, train)
-    check_data_needs(cfg, cls)
-    cls.check_config(settings, info)
-    cls.check(settings, info)
-    check_norm(cfg, cls)
+    check_method(cfg, train)
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size, cfg.trunk.norm,
                         cfg.trunk.norm_splits)
@@ -173,8 +180,12 @@ def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Sou
                         "eval.data" if eval_train is not None else "data")
     if get_method(cfg.method).needs_labels:
         check_evaluable(train, test, "data")
-    # every check is made: only now is data decoded or generated (the trunk's input statistics,
-    # the method's setup), filling the data cache
+    check_method(cfg, train)
+    # every check is made: only now is data decoded or generated, filling the data cache; every
+    # split now, so that an unreadable test image is said before training, not after it
+    for source in (train, test, eval_train, eval_test):
+        if source is not None:
+            source.load()
     return Built(cfg, train, test, build_method(cfg, train, init_state), eval_train, eval_test)
 
 
