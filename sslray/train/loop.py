@@ -23,6 +23,10 @@ from ..data.source import Source
 from ..errors import UserError
 from ..progress import bar
 from .checkpoint import rng_state, set_rng_state
+from .prefetch import to_device
+
+#: the progress bar's loss is read from the device every this many steps (each read waits for the device)
+SHOW_EVERY = 25
 
 
 def build_optimizer(params, cfg) -> torch.optim.Optimizer:
@@ -54,7 +58,9 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
 
     ``on_epoch(epoch, metrics, state)`` runs after every epoch on every rank with the epoch's
     mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch);
-    each ``on_step(epoch, step, idx, loss, model)`` runs after every optimiser step.
+    each ``on_step(epoch, step, idx, loss, model)`` runs after every optimiser step (``loss`` a
+    0-dim tensor on the device: a hook that reads it waits for the step; ``idx`` on the host).
+    Metric values stay on the device until the epoch ends.
     """
     ctx = ctx or dist_context()
     # channels-last is faster for convolutions on both CPU (oneDNN) and GPU (tensor cores)
@@ -81,44 +87,48 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     amp = ctx.device.type == "cuda"
     for epoch in range(first, cfg.epochs):
         model.train()
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor | float] = {}  # on the device: read once per epoch, not once per step
         counts: dict[str, int] = {}  # per key: a method may report a metric on some batches only
-        seen, t0, waited, corrupt = 0, time.perf_counter(), 0.0, []
+        seen, t0, waited, copying, corrupt = 0, time.perf_counter(), 0.0, 0.0, []
         batches = source.epoch(epoch, cfg.optim.batch_size, cfg.seed, ctx.rank, ctx.world_size, views)
-        steps = bar(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                    enabled=progress and ctx.is_main)
-        batches_iter = iter(steps)
-        for step in range(steps_per_epoch):
-            t_wait = time.perf_counter()
-            batch = next(batches_iter)  # the wait for data: what a streaming source must keep near zero
-            waited += time.perf_counter() - t_wait
+        steps = bar(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                    unit="batch", enabled=progress and ctx.is_main)
+        moved = to_device(iter(batches), ctx.device, core.needs)
+        for step in steps:
+            batch = next(moved).wait()  # on the device; the next batch's copy is already under way
+            waited += batch.waited  # the wait for data: what a streaming source must keep near zero
+            copying += batch.copying
             corrupt += batch.corrupt
-            xs = [v.to(ctx.device, non_blocking=True).float().div_(255) for v in batch.views]
+            xs = [v.float().div_(255) for v in batch.views]
             if not batch.cut:
                 xs = cut_views(xs[0], views)
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
-            y = batch.labels.to(ctx.device, non_blocking=True)
-            idx = batch.index
-            extra = {k: _on_device(batch.extra[k], ctx.device) for k in core.needs}
+            extra = {k: _as_input(t) for k, t in batch.extra.items()}
             with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(xs, y, idx.to(ctx.device), **extra)
+                out = model(xs, batch.labels, batch.index, **extra)
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()
             sched.step()
             core.after_step()
-            values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v * len(idx)
-                counts[k] = counts.get(k, 0) + len(idx)
-            seen += len(idx)
+            n = len(batch.index_cpu)
+            for k, v in out.items():
+                v = v.detach().float() if torch.is_tensor(v) else float(v)
+                sums[k] = sums.get(k, 0.0) + v * n
+                counts[k] = counts.get(k, 0) + n
+            seen += n
             for hook in on_step:
-                hook(epoch, step, idx, values["loss"], core)
-            steps.set_postfix(loss=f"{values['loss']:.3f}", refresh=False)
-        metrics = _reduce(sums, counts, ctx)
-        elapsed = time.perf_counter() - t0
-        metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed, data_wait=waited / max(elapsed, 1e-9),
-                       img_per_s=seen * ctx.world_size / max(elapsed, 1e-9))
+                hook(epoch, step, batch.index_cpu, out["loss"].detach(), core)
+            if progress and ctx.is_main and (step % SHOW_EVERY == 0 or step == steps_per_epoch - 1):
+                steps.set_postfix(loss=f"{float(out['loss']):.3f}", refresh=False)  # a sync, now and then
+        metrics = _reduce({k: float(v) for k, v in sums.items()}, counts, ctx)
+        elapsed = max(time.perf_counter() - t0, 1e-9)
+        metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed, data_wait=waited / elapsed,
+                       img_per_s=seen * ctx.world_size / elapsed, img_per_s_worker=seen / elapsed)
+        # where the epoch's time went, as shares of it: waiting for data, staging and issuing the copies
+        # to the device, and the rest (the steps themselves)
+        metrics.update({"time/data_wait": waited / elapsed, "time/host_to_device": copying / elapsed,
+                        "time/step": max(0.0, 1 - (waited + copying) / elapsed)})
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at epoch {epoch + 1}")
         bad = [n for n, p in core.trunk.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -143,9 +153,8 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     return core
 
 
-def _on_device(t: torch.Tensor, device) -> torch.Tensor:
-    """An extra of a batch on the device: uint8 (frames) as floats in [0, 1], the rest as they are."""
-    t = t.to(device, non_blocking=True)
+def _as_input(t: torch.Tensor) -> torch.Tensor:
+    """An extra of a batch, on the device: uint8 (frames) as floats in [0, 1], the rest as they are."""
     return t.float().div_(255) if t.dtype == torch.uint8 else t
 
 

@@ -82,9 +82,9 @@ class StepRecorder:
         except ImportError:  # pragma: no cover
             pass
 
-    def __call__(self, epoch: int, step: int, idx: torch.Tensor, loss: float, model: torch.nn.Module) -> None:
+    def __call__(self, epoch: int, step: int, idx: torch.Tensor, loss: torch.Tensor, model: torch.nn.Module) -> None:
         checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
-        self.file.write(json.dumps({"epoch": epoch, "step": step, "idx": idx.tolist(), "loss": loss,
+        self.file.write(json.dumps({"epoch": epoch, "step": step, "idx": idx.tolist(), "loss": float(loss),
                                     "weights": checksum, "node": self.node}) + "\n")
         self.file.flush()
 
@@ -127,7 +127,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     said = {"collapse": False}
 
     def on_epoch(epoch: int, metrics: dict, state: dict) -> None:
-        logged = {f"train/{k}": v for k, v in metrics.items()}
+        logged = {k if k.startswith("time/") else f"train/{k}": v for k, v in metrics.items()}
         stop_why = None
         if monitor:
             logged["monitor/knn_top1"] = monitor(method.trunk)

@@ -1,0 +1,120 @@
+"""Batches on the device one step ahead: the host work of batch ``i + 1`` (waiting for the source,
+the copy to the device) happens while the device still runs step ``i``.
+
+On a CUDA device each batch's tensors are copied into pinned host buffers that are reused from batch
+to batch (two sets, so the copy of one batch never overwrites the buffer the device is still reading),
+then sent to the device on a side stream; the training stream waits on that copy's event only when
+it uses the batch. Elsewhere (CPU) the batch is handed on as it is: no copies, no threads, the same
+order and contents. Either way the loop receives :class:`DeviceBatch` es in the source's order, and
+the time spent waiting for the source and issuing the copies is measured per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.source import Batch
+
+
+@dataclass
+class DeviceBatch:
+    """A batch whose tensors are on the device (``index_cpu``: the indices on the host, for hooks)."""
+
+    views: list[torch.Tensor]  # uint8 on the device
+    labels: torch.Tensor
+    index: torch.Tensor
+    index_cpu: torch.Tensor
+    cut: bool
+    corrupt: list[str]
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    waited: float = 0.0  # seconds the host waited for the source to yield this batch
+    copying: float = 0.0  # seconds the host spent staging and issuing its copy to the device
+    ready: object = None  # the CUDA event its copy records (None: nothing to wait for)
+
+    def wait(self) -> "DeviceBatch":
+        """Make the current stream wait for this batch's copy (a no-op off CUDA)."""
+        if self.ready is not None:
+            torch.cuda.current_stream().wait_event(self.ready)
+            for t in (*self.views, self.labels, self.index, *self.extra.values()):
+                t.record_stream(torch.cuda.current_stream())  # the copy stream's memory is used here
+        return self
+
+
+class _Pinned:
+    """Pinned host buffers reused for tensors of the same shape and dtype (two generations)."""
+
+    def __init__(self):
+        self.sets: list[dict] = [{}, {}]
+        self.events: list = [None, None]
+        self.turn = 0
+
+    def stage(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        which = self.turn
+        self.turn ^= 1
+        if self.events[which] is not None:  # the copy that last read these buffers must be done
+            self.events[which].synchronize()
+        pool = self.sets[which]
+        out = []
+        for i, t in enumerate(tensors):
+            key = (i, tuple(t.shape), t.dtype)
+            buf = pool.get(key)
+            if buf is None:
+                buf = pool[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            buf.copy_(t)
+            out.append(buf)
+        self._which = which
+        return out
+
+    def mark(self, event) -> None:
+        self.events[self._which] = event
+
+
+def to_device(batches: Iterator[Batch], device: torch.device, needs: Sequence[str] = ()) -> Iterator[DeviceBatch]:
+    """The source's batches as :class:`DeviceBatch` es, one ahead on CUDA (see the module docstring)."""
+    if device.type != "cuda":
+        yield from _plain(batches, device, needs)
+        return
+    stream, pinned = torch.cuda.Stream(device), _Pinned()
+    ahead = _next_on_stream(batches, device, needs, stream, pinned)
+    while ahead is not None:
+        current, ahead = ahead, None
+        ahead = _next_on_stream(batches, device, needs, stream, pinned)  # issued before the loop runs `current`
+        yield current
+
+
+def _plain(batches: Iterator[Batch], device, needs) -> Iterator[DeviceBatch]:
+    while True:
+        t0 = time.perf_counter()
+        b = next(batches, None)
+        waited = time.perf_counter() - t0
+        if b is None:
+            return
+        t1 = time.perf_counter()
+        moved = DeviceBatch([v.to(device) for v in b.views], b.labels.to(device), b.index.to(device), b.index,
+                            b.cut, b.corrupt, {k: b.extra[k].to(device) for k in needs}, waited)
+        moved.copying = time.perf_counter() - t1
+        yield moved
+
+
+def _next_on_stream(batches, device, needs, stream, pinned: _Pinned) -> DeviceBatch | None:
+    t0 = time.perf_counter()
+    b = next(batches, None)
+    waited = time.perf_counter() - t0
+    if b is None:
+        return None
+    t1 = time.perf_counter()
+    host = [*b.views, b.labels, b.index, *(b.extra[k] for k in needs)]
+    staged = pinned.stage(host)
+    with torch.cuda.stream(stream):
+        moved = [t.to(device, non_blocking=True) for t in staged]
+        event = torch.cuda.Event()
+        event.record(stream)
+    pinned.mark(event)
+    n = len(b.views)
+    out = DeviceBatch(moved[:n], moved[n], moved[n + 1], b.index, b.cut, b.corrupt,
+                      dict(zip(needs, moved[n + 2:])), waited, time.perf_counter() - t1, event)
+    return out
