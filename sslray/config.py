@@ -222,8 +222,23 @@ class DistConfig(Strict):
         return self.launcher == "ray" or (self.launcher == "auto" and (self.workers > 1 or bool(self.address)))
 
 
+class TrainConfig(Strict):
+    """How the shared loop runs the training step."""
+
+    compile: bool = Field(False, description="compile the method's training step with torch.compile (the first "
+                                             "step compiles, time/compile_s; a method that cannot compile trains "
+                                             "eagerly after one line)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode (default: no CUDA graphs, no autotuning; the others trade "
+                               "compile time for speed)")
+
+
 class DebugConfig(Strict):
     """Instrumentation for tests and debugging; off by default."""
+
+    compile_backend: Literal["inductor", "aot_eager", "eager"] | None = Field(
+        None, description="train.compile's backend (default inductor); tests use aot_eager: the same graphs "
+                          "without code generation")
 
     record_steps: bool = Field(False, description="each rank writes its batch indices, loss and a weight "
                                                   "checksum per step to <run>/debug/rank<r>.jsonl")
@@ -240,6 +255,7 @@ class RunConfig(Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     dist: DistConfig = Field(default_factory=DistConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     debug: DebugConfig = Field(default_factory=DebugConfig)
     experiment: str = "sslray"
     run_name: str | None = None
@@ -325,7 +341,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 # what does not make two runs different configurations: their seeds, names, folders, threads,
 # debugging and where they ran
-IGNORED = ("seed", "eval.seed", "run_name", "output_dir", "experiment", "threads", "debug.", "dist.address",
+IGNORED = ("seed", "eval.seed", "run_name", "output_dir", "experiment", "threads", "debug.", "train.", "dist.address",
            "dist.storage", "dist.max_failures")
 
 

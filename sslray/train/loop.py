@@ -75,6 +75,10 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     steps_per_epoch = source.steps(cfg.optim.batch_size, ctx.world_size)
     opt = build_optimizer([p for p in core.parameters() if p.requires_grad], cfg.optim)
     sched = build_schedule(opt, cfg.optim, steps_per_epoch, cfg.epochs)
+    step_model, compiling = model, None
+    if cfg.train.compile:  # the training step (forward and backward) compiled; state dicts stay `core`'s
+        compiling = Compiled(model, cfg, ctx.is_main and progress)
+        step_model = compiling.model
     first = 0
     if start:
         core.load_state_dict(start["model"])
@@ -104,10 +108,12 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
                 xs = cut_views(xs[0], views)
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
             extra = {k: _as_input(t) for k, t in batch.extra.items()}
-            with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = model(xs, batch.labels, batch.index, **extra)
             opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
+            if compiling is not None and compiling.pending:
+                out = compiling.first_step(model, xs, batch.labels, batch.index, extra, opt, amp, ctx)
+                step_model = compiling.model
+            else:
+                out = _forward_backward(step_model, xs, batch.labels, batch.index, extra, amp, ctx)
             opt.step()
             sched.step()
             core.after_step()
@@ -120,7 +126,7 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             for hook in on_step:
                 hook(epoch, step, batch.index_cpu, out["loss"].detach(), core)
             if progress and ctx.is_main and (step % SHOW_EVERY == 0 or step == steps_per_epoch - 1):
-                steps.set_postfix(loss=f"{float(out['loss']):.3f}", refresh=False)  # a sync, now and then
+                steps.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", refresh=False)  # a sync, now and then
         metrics = _reduce({k: float(v) for k, v in sums.items()}, counts, ctx)
         elapsed = max(time.perf_counter() - t0, 1e-9)
         metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed, data_wait=waited / elapsed,
@@ -129,6 +135,8 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         # to the device, and the rest (the steps themselves)
         metrics.update({"time/data_wait": waited / elapsed, "time/host_to_device": copying / elapsed,
                         "time/step": max(0.0, 1 - (waited + copying) / elapsed)})
+        if compiling is not None and compiling.seconds is not None:
+            metrics["time/compile_s"] = compiling.seconds
         if not math.isfinite(metrics["loss"]):
             raise FloatingPointError(f"loss is {metrics['loss']} at epoch {epoch + 1}")
         bad = [n for n, p in core.trunk.named_parameters() if not bool(torch.isfinite(p).all())]
@@ -151,6 +159,45 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         if on_epoch:
             on_epoch(epoch, metrics, state)
     return core
+
+
+def _forward_backward(model, xs, labels, index, extra, amp: bool, ctx: DistContext) -> dict:
+    with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(xs, labels, index, **extra)
+    out["loss"].backward()
+    return out
+
+
+class Compiled:
+    """``train.compile``: the method's training step under ``torch.compile`` (mode
+    ``train.compile_mode``, inductor unless ``debug.compile_backend`` says otherwise), DDP
+    included (it compiles the DDP-wrapped model: Dynamo splits graphs at DDP's buckets). The first
+    step compiles and is timed (``time/compile_s``); a method that cannot compile trains eagerly
+    after one line saying why."""
+
+    def __init__(self, model, cfg, say: bool):
+        self.eager, self.say, self.name = model, say, cfg.method
+        self.mode = cfg.train.compile_mode
+        self.model = torch.compile(model, mode=None if self.mode == "default" else self.mode,
+                                   backend=cfg.debug.compile_backend or "inductor")
+        self.pending, self.seconds = True, None
+
+    def first_step(self, _model, xs, labels, index, extra, opt, amp: bool, ctx: DistContext) -> dict:
+        self.pending = False
+        t0 = time.perf_counter()
+        try:
+            out = _forward_backward(self.model, xs, labels, index, extra, amp, ctx)
+            self.seconds = time.perf_counter() - t0
+            if self.say:
+                print(f"train.compile: {self.name}'s step compiled in {self.seconds:.1f} s (mode {self.mode})",
+                      flush=True)
+            return out
+        except Exception as e:  # a method Dynamo or its backend cannot take: train it as it is
+            print(f"train.compile: {self.name} could not be compiled ({type(e).__name__}: "
+                  f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); training eagerly", flush=True)
+            self.model = self.eager
+            opt.zero_grad(set_to_none=True)
+            return _forward_backward(self.eager, xs, labels, index, extra, amp, ctx)
 
 
 def _as_input(t: torch.Tensor) -> torch.Tensor:
