@@ -27,6 +27,58 @@ MAX_IMAGE_SIZE = 4096
 #: transforms the evaluation can measure invariance to (see :mod:`sslray.eval.invariance`)
 TRANSFORMS = ("identity", "rotation", "jigsaw", "color", "crop")
 
+# The bounds every numeric setting takes from its meaning. A field with no upper (or lower) bound
+# says why none is needed with :func:`unbounded`; a bound a validator enforces (with its own
+# message) is declared with :func:`checked`. tests/test_bounds.py reads both and tries every bound.
+
+#: seeds feed numpy's and torch's generators: numpy's legacy seeds are 32-bit and unsigned
+MAX_SEED = 2**32 - 1
+#: the longest training (SimCLR, BYOL: 800-1000 epochs) ten times over
+MAX_EPOCHS = 10_000
+#: the largest global batches of the literature (32k-64k with LARS)
+MAX_BATCH = 65_536
+#: a base lr (per 256 images) above 10 diverges any trunk here
+MAX_LR = 10.0
+#: decoupled weight decay above 1 erases the weights faster than any gradient restores them
+MAX_WEIGHT_DECAY = 1.0
+#: a softmax temperature above 10 makes cosines (in [-1, 1]) indistinguishable
+MAX_TEMPERATURE = 10.0
+#: widths of fully connected layers (a 16,384 x 16,384 layer is 1 GiB of weights)
+MAX_DIM = 16_384
+#: channels of a convolution (a 3x3 conv of 4,096 in and out channels is 0.6 GB)
+MAX_CHANNELS = 4_096
+#: per-layer pooled feature size of a probe (50,000 images x 65,536 floats is 13 GB)
+MAX_FEATURE_DIM = 65_536
+#: frames per synthetic clip
+MAX_FRAMES = 64
+#: kNN neighbours (50,000 test images x 1,000 neighbours of scores and indices is 0.6 GB)
+MAX_KNN = 1_000
+#: images of the health subset: its N x N distances are held (4,096^2 floats: 64 MB)
+MAX_HEALTH = 4_096
+#: the largest trunk channel multiplier
+MAX_WIDTH = 4.0
+#: CPUs, GPUs and workers a run may ask for (more than any node or cluster here)
+MAX_CPUS = 1_024
+MAX_GPUS = 16
+MAX_WORKERS = 1_024
+
+
+def unbounded(why: str, side: str = "upper") -> dict:
+    """``json_schema_extra`` of a numeric field with no ``side`` bound: why none is needed."""
+    return {f"unbounded_{side}": why}
+
+
+def checked(**bounds: float) -> dict:
+    """``json_schema_extra`` of a field whose bounds (``ge``, ``gt``, ``le``, ``lt``) a validator
+    enforces with its own message."""
+    return {"checked": bounds}
+
+
+#: a seed of numpy's and torch's generators
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+#: a subset of a split, taken whole when it holds fewer images
+WHOLE = "a subset of the split: above the split's size the split is taken whole"
+
 
 class Strict(BaseModel):
     """The one base of every typed config block, method settings and study file: unknown keys are
@@ -47,17 +99,24 @@ class DataConfig(Strict):
         "auto", description="memory: decode once, hold the split in every process; stream: Ray Data decodes and "
                             "cuts views from the original images while training; auto: stream when the decoded "
                             "training split would exceed data.memory_gb (synthetic and cifar10: memory)")
-    memory_gb: float = Field(4.0, gt=0, description="auto: largest decoded training split held in memory (GiB)")
-    cpus_per_worker: float = Field(1.0, gt=0, description="stream: CPUs of Ray Data decode tasks per training process")
+    memory_gb: float = Field(4.0, gt=0, json_schema_extra=unbounded(
+        "a threshold only: whatever it says, a split held in memory is checked against the machine's memory"),
+        description="auto: largest decoded training split held in memory (GiB)")
+    cpus_per_worker: float = Field(1.0, gt=0, le=MAX_CPUS, description="stream: CPUs of Ray Data decode tasks per "
+                                                                       "training process")
     max_corrupt: float = Field(0.001, ge=0, le=1, description="stream: fraction of unreadable training images "
                                                               "tolerated (replaced, counted, logged) before the run stops")
-    limit: PositiveInt | None = Field(None, description="use the first N training images (class-balanced)")
-    test_limit: PositiveInt | None = Field(None, description="use the first N test images (class-balanced)")
-    image_size: PositiveInt = Field(32, description="images are resized to this square size")
+    limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
+                                      description="use the first N training images (class-balanced)")
+    test_limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
+                                           description="use the first N test images (class-balanced)")
+    image_size: PositiveInt = Field(32, json_schema_extra=checked(ge=16, le=MAX_IMAGE_SIZE),
+                                    description="images are resized to this square size")
     download: bool = Field(False, description="cifar10 only: download if missing")
-    seed: int = Field(0, description="synthetic, synthetic_video: generator seed")
-    frames: int = Field(16, ge=1, le=64, description="synthetic_video: frames per clip (8 per second, 32 px by default; "
-                                                     "5,000 training and 1,000 test clips unless limited)")
+    seed: Seed = Field(0, description="synthetic, synthetic_video: generator seed")
+    frames: int = Field(16, ge=1, le=MAX_FRAMES, description="synthetic_video: frames per clip (8 per second, 32 px "
+                                                             "by default; 5,000 training and 1,000 test clips unless "
+                                                             "limited)")
     labels: bool = Field(True, description="false: an unlabelled collection (imagefolder: images anywhere under the "
                                            "root, sub-folders carry no meaning; every fifth image is held out as "
                                            "its test split); evaluate it through eval.data, a labelled one")
@@ -92,7 +151,8 @@ class DataConfig(Strict):
 class TrunkConfig(Strict):
     arch: Literal["resnet18", "resnet50"] = "resnet18"
     width: float | Literal["auto"] = Field(
-        "auto", description="channel multiplier; auto = 1.0 on a GPU, 0.25 on a CPU"
+        "auto", json_schema_extra=checked(gt=0, le=MAX_WIDTH),
+        description="channel multiplier; auto = 1.0 on a GPU, 0.25 on a CPU"
     )
     stem: Literal["auto", "cifar", "imagenet"] = Field(
         "auto", description="auto = 3x3/stride-1 stem below 64 px, 7x7/stride-2 + max-pool above"
@@ -103,25 +163,26 @@ class TrunkConfig(Strict):
                              "shuffle_batch: MoCo's shuffling BN (He et al. 2020, sec. 3.3), for the contrastive "
                              "methods: the batch is shuffled across workers and each worker's BN sees a random "
                              "subset; on one worker, a random permutation in norm_splits sub-batches")
-    norm_splits: int = Field(4, ge=2, description="shuffle_batch on one worker: sub-batches whose BN statistics are "
-                                                  "separate (MoCo's one-GPU code emulates 8 GPUs; 4 for batches of 128)")
+    norm_splits: int = Field(4, ge=2, le=MAX_BATCH // 2, description="shuffle_batch on one worker: sub-batches whose "
+                                                                     "BN statistics are separate (MoCo's one-GPU code "
+                                                                     "emulates 8 GPUs; 4 for batches of 128)")
 
     @field_validator("width")
     @classmethod
     def _positive(cls, v):
-        if v != "auto" and not (0 < v <= 4):
-            raise ValueError("must be in (0, 4] or 'auto'")
+        if v != "auto" and not (0 < v <= MAX_WIDTH):
+            raise ValueError(f"must be in (0, {MAX_WIDTH:g}] or 'auto'")
         return v
 
 
 class OptimConfig(Strict):
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0, description="base lr for a global batch of 256 (linear scaling rule)")
+    lr: float = Field(0.1, gt=0, le=MAX_LR, description="base lr for a global batch of 256 (linear scaling rule)")
     momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: PositiveInt = Field(128, description="global batch size, whatever the worker count")
+    weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY)
+    batch_size: PositiveInt = Field(128, le=MAX_BATCH, description="global batch size, whatever the worker count")
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, le=MAX_EPOCHS)
 
     def effective_lr(self) -> float:
         """Linear scaling (Goyal et al. 2017): lr grows with the global batch, not with workers."""
@@ -137,64 +198,80 @@ class EvalConfig(Strict):
                     "(and, with finetune, fine-tuning) on class-balanced label subsets (lowshot/<subset>/...); "
                     "retrieval: per layer, recall@k of the nearest training images, what they share beyond the "
                     "class, and a figure of queries and neighbours beside an untrained trunk's (retrieval/...)")
-    finetune_epochs: PositiveInt = Field(10, description="finetune: epochs")
-    finetune_lr: float = Field(0.01, gt=0, description="finetune: SGD lr (Nesterov momentum 0.9, cosine to 0)")
-    finetune_weight_decay: float = Field(5e-4, ge=0)
-    finetune_batch_size: PositiveInt = 128
+    finetune_epochs: PositiveInt = Field(10, le=MAX_EPOCHS, description="finetune: epochs")
+    finetune_lr: float = Field(0.01, gt=0, le=MAX_LR,
+                               description="finetune: SGD lr (Nesterov momentum 0.9, cosine to 0)")
+    finetune_weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY)
+    finetune_batch_size: PositiveInt = Field(128, le=MAX_BATCH)
     finetune_augment: bool = Field(True, description="finetune: random pad-and-crop (1/8 of the side) and flips")
     lowshot_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=lambda: [0.01, 0.1], description="lowshot: label fractions of every class (in (0, 1])")
-    lowshot_shots: list[PositiveInt] = Field(default_factory=list, description="lowshot: images per class (k-shot)")
+    lowshot_shots: list[Annotated[int, Field(ge=1, json_schema_extra=unbounded(
+        "k-shot of every class: a class with fewer images gives them all"))]] = Field(
+        default_factory=list, description="lowshot: images per class (k-shot)")
     data: DataConfig | None = Field(None, description="the labelled collection to evaluate on (transfer), e.g. "
                                                      "eval.data.name=synthetic; default: the pretraining data")
-    at_epochs: list[PositiveInt] = Field(default_factory=list, description="also evaluate the trunk as it was after "
-                                         "these epochs (linear + kNN per layer, at_epoch/... with the epoch as step) "
-                                         "and draw transfer against pretext epochs: how long to pretrain")
-    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS))
+    at_epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, description="also evaluate the trunk as it was after these epochs (linear + kNN per "
+                                          "layer, at_epoch/... with the epoch as step) and draw transfer against "
+                                          "pretext epochs: how long to pretrain")
+    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS), min_length=1,
+                                description="the trunk stages probed (at least one)")
     feature_dim: PositiveInt = Field(
-        9216, description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
+        9216, le=MAX_FEATURE_DIM,
+        description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
     )
-    probe_epochs: PositiveInt = 30
-    probe_lr: float = Field(0.01, gt=0, description="AdamW lr of the linear probe when untuned (probe_tune: false); "
-                                                   "tuned, the grid's reference head (untuned/<layer>/top1)")
-    probe_weight_decay: float = Field(5e-4, ge=0, description="weight decay of the untuned probe")
+    probe_epochs: PositiveInt = Field(30, le=MAX_EPOCHS)
+    probe_lr: float = Field(0.01, gt=0, le=MAX_LR, description="AdamW lr of the linear probe when untuned "
+                                                               "(probe_tune: false); tuned, the grid's reference head "
+                                                               "(untuned/<layer>/top1)")
+    probe_weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY, description="weight decay of the untuned probe")
     probe_tune: bool = Field(True, description="choose each layer's probe lr and weight decay on a validation split "
                                                "carved from the training split: every head of the grid trains in "
                                                "one pass, the test top-1 of the head best on validation is reported")
-    probe_lrs: list[Annotated[float, Field(gt=0)]] = Field(
+    probe_lrs: list[Annotated[float, Field(gt=0, le=MAX_LR)]] = Field(
         default_factory=lambda: [0.0003, 0.001, 0.003], min_length=1,
         description="probe grid: AdamW lrs (CIFAR-scale features chose 3e-4 to 1e-3; the fixed lr is added)")
-    probe_weight_decays: list[Annotated[float, Field(ge=0)]] = Field(
+    probe_weight_decays: list[Annotated[float, Field(ge=0, le=MAX_WEIGHT_DECAY)]] = Field(
         default_factory=lambda: [5e-4, 0.05], min_length=1,
         description="probe grid: AdamW (decoupled) weight decays; the per-step shrink is lr x weight decay")
     probe_val_fraction: float = Field(0.1, gt=0, lt=0.5, description="probe_tune: share of each class held out of "
                                                                      "the probe's training split for validation")
-    probe_batch_size: PositiveInt = 256
-    knn_k: PositiveInt = Field(20, description="neighbours in the weighted kNN vote (Wu et al. 2018)")
-    knn_temperature: float = Field(0.07, gt=0)
+    probe_batch_size: PositiveInt = Field(256, le=MAX_BATCH)
+    knn_k: PositiveInt = Field(20, le=MAX_KNN, description="neighbours in the weighted kNN vote (Wu et al. 2018; the "
+                                                           "paper: 200); at most the training images vote")
+    knn_temperature: float = Field(0.07, gt=0, le=MAX_TEMPERATURE)
     monitor: bool = Field(False, description="per-epoch kNN top-1 of pooled res5 on a small subset "
                                              "(monitor/knn_top1): a proxy comparable across methods")
-    monitor_size: PositiveInt = Field(1000, description="monitor: training images (test: half as many)")
+    monitor_size: PositiveInt = Field(1000, json_schema_extra=unbounded(WHOLE),
+                                      description="monitor: training images (test: half as many)")
     invariance: list[str] = Field(default_factory=list,
                                   description=f"transforms to measure invariance to, per layer: {', '.join(TRANSFORMS)}")
-    train_limit: PositiveInt | None = Field(None, description="probe training images (default: all)")
-    test_limit: PositiveInt | None = Field(None, description="probe test images (default: all)")
+    train_limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
+                                            description="probe training images (default: all)")
+    test_limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
+                                           description="probe test images (default: all)")
     probes: Literal["auto", "cached", "streamed"] = Field(
         "auto", description="cached: features of every image extracted once, then each layer's probe; streamed: "
                             "all layers' probes trained together on a stream through the frozen trunk, features "
                             "never held (VISSL's multi-head protocol); auto: streamed for a streamed collection")
-    subset: PositiveInt = Field(10000, description="streamed: images (class-balanced) of each split held in memory "
-                                                  "for kNN and invariance")
+    subset: PositiveInt = Field(10000, json_schema_extra=unbounded(WHOLE),
+                                description="streamed: images (class-balanced) of each split held in memory for kNN "
+                                            "and invariance")
     health: bool = Field(True, description="per-epoch representation health of pooled res5 on a fixed subset: "
                                            "health/std, health/rank (RankMe), health/alignment, health/uniformity")
-    health_size: PositiveInt = Field(512, description="health: training images (and one augmented view of each)")
-    collapse_rank: float = Field(1.5, ge=0, description="collapsed when health/rank falls below this")
-    collapse_std: float = Field(0.1, ge=0, description="collapsed when train/embed_std x sqrt(embedding dim) falls "
-                                                      "below this (1 = spread over the sphere, 0 = one point)")
+    health_size: int = Field(512, ge=2, le=MAX_HEALTH, description="health: training images (and one augmented view "
+                                                                   "of each); uniformity needs a pair, and their N x "
+                                                                   "N distances are held")
+    collapse_rank: float = Field(1.5, ge=0, le=MAX_HEALTH, description="collapsed when health/rank falls below this "
+                                                                       "(RankMe is at most the health_size images)")
+    collapse_std: float = Field(0.1, ge=0, le=1, description="collapsed when train/embed_std x sqrt(embedding dim) "
+                                                             "falls below this (1 = spread over the sphere, 0 = one "
+                                                             "point)")
     stop_on_collapse: bool = Field(False, description="end a collapsed run (exit 1) instead of only saying so")
-    seed: int = Field(0, description="seed of the evaluation (probe heads' initialisation and batch order, kNN and "
-                                     "invariance subsets), kept apart from run.seed: runs with different run.seed "
-                                     "differ in their pretraining alone")
+    seed: Seed = Field(0, description="seed of the evaluation (probe heads' initialisation and batch order, kNN and "
+                                      "invariance subsets), kept apart from run.seed: runs with different run.seed "
+                                      "differ in their pretraining alone")
 
     @field_validator("invariance")
     @classmethod
@@ -208,14 +285,14 @@ class EvalConfig(Strict):
 class DistConfig(Strict):
     """Where and on how many workers the shared loop runs (Ray Train ``TorchTrainer`` + DDP)."""
 
-    workers: int = Field(1, ge=1, description="data-parallel training workers")
-    gpus_per_worker: float = Field(0, ge=0, description="GPUs per worker (0 = CPU, gloo)")
-    cpus_per_worker: float = Field(1, gt=0, description="CPUs per worker (also its torch threads)")
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="data-parallel training workers")
+    gpus_per_worker: float = Field(0, ge=0, le=MAX_GPUS, description="GPUs per worker (0 = CPU, gloo)")
+    cpus_per_worker: float = Field(1, gt=0, le=MAX_CPUS, description="CPUs per worker (also its torch threads)")
     launcher: Literal["auto", "local", "ray"] = Field(
         "auto", description="auto = in-process for 1 CPU/GPU worker without --address, else Ray Train")
     address: str | None = Field(None, description="Ray cluster address (auto, host:port, ray://...)")
     storage_path: str | None = Field(None, description="Ray Train checkpoints (default <output_dir>/ray)")
-    max_failures: int = Field(0, ge=0, description="worker-group restarts from the last checkpoint")
+    max_failures: int = Field(0, ge=0, le=100, description="worker-group restarts from the last checkpoint")
     placement: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
 
     def uses_ray(self) -> bool:
@@ -242,14 +319,16 @@ class DebugConfig(Strict):
 
     record_steps: bool = Field(False, description="each rank writes its batch indices, loss and a weight "
                                                   "checksum per step to <run>/debug/rank<r>.jsonl")
-    kill_at: list[int] | None = Field(None, description="[epoch, step]: rank 0 SIGKILLs itself there once")
+    kill_at: list[Annotated[int, Field(ge=0, json_schema_extra=unbounded(
+        "a point the run never reaches never fires"))]] | None = Field(
+        None, min_length=2, max_length=2, description="[epoch, step]: rank 0 SIGKILLs itself there once")
 
 
 class RunConfig(Strict):
     method: str
     settings: dict[str, Any] = Field(default_factory=dict, description="the method's own settings")
-    epochs: int = Field(10, ge=0)
-    seed: int = 0
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
+    seed: Seed = 0
     data: DataConfig = Field(default_factory=DataConfig)
     trunk: TrunkConfig = Field(default_factory=TrunkConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -260,7 +339,7 @@ class RunConfig(Strict):
     experiment: str = "sslray"
     run_name: str | None = None
     output_dir: str = "runs"
-    threads: PositiveInt | None = Field(None, description="torch CPU threads (default: torch's)")
+    threads: PositiveInt | None = Field(None, le=MAX_CPUS, description="torch CPU threads (default: torch's)")
 
     @model_validator(mode="after")
     def _labelled_evaluation(self):

@@ -74,6 +74,20 @@ def test_the_sound_window_must_fit_the_video():
         AVC.check_config(AVCSettings(sound_seconds=0.01), info())
 
 
+def test_every_mel_band_must_hold_a_frequency_bin():
+    from sslray.data.video import log_mel
+    from sslray.methods.avc import mel_bands_fit
+
+    wave = torch.randn(1, SAMPLE_RATE)
+    for n_mels in (40, 121, 122, 129):  # a band without a bin reads log(1e-6) whatever the sound
+        empty = int((log_mel(wave, SAMPLE_RATE, n_mels) <= np.log(2e-6)).all(-1).sum())
+        assert (empty == 0) == mel_bands_fit(n_mels, SAMPLE_RATE) == (n_mels <= 121), n_mels
+    AVC.check_config(AVCSettings(n_mels=121), info())
+    with pytest.raises(UserError, match="avc: n_mels=122 mel bands of 4000-Hz sound leave the lowest without a "
+                                        "frequency bin of the 256-sample spectrogram: use n_mels <= 121"):
+        AVC.check_config(AVCSettings(n_mels=122), info())
+
+
 def test_a_training_step_gives_a_finite_loss_and_gradients_everywhere(clips):
     torch.manual_seed(0)
     video, labels, audio, _ = clips

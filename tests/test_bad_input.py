@@ -326,6 +326,30 @@ CASES = [
      "--shard-rows must be in"),
     ("bench flag of another bench", None, ["bench", "eval", "--negatives", "1,2"], "unrecognized arguments"),
     ("bench with no threads", None, ["bench", "step", "--threads", "0"], "--threads must be at least 1"),
+    # ---- round two: bounds (generated harness in test_bounds.py)
+    ("r2-7 negative data seed", None, ["train", "--method", "rotation", "--set", "data.seed=-5"],
+     "data.seed: Input should be greater than or equal to 0 (got -5)"),
+    ("r2-7 health subset of one image", None, ["train", "--method", "rotation", "--set", "eval.health_size=1"],
+     "eval.health_size: Input should be greater than or equal to 2 (got 1)"),
+    ("r2-11 avc n_mels above its bound", None, ["train", "--method", "avc", "--set", "n_mels=100000"],
+     "n_mels: Input should be less than or equal to 129 (got 100000)"),
+    ("r2-11 avc n_mels leaving a mel band without a frequency bin", None,
+     ["train", "--method", "avc", "--data", "synthetic_video", "--set", "n_mels=125", *TINY],
+     "avc: n_mels=125 mel bands of 4000-Hz sound leave the lowest without a frequency bin of the 256-sample "
+     "spectrogram: use n_mels <= 121"),
+    ("r2-5 no layer to evaluate", None, ["train", "--method", "rotation", "--set", "eval.layers=[]"],
+     "eval.layers: List should have at least 1 item"),
+    ("r2-5 tracking gap equal to the clip's frames", None,
+     ["train", "--method", "tracking", "--data", "synthetic_video", "--set", "data.frames=8", "--set", "gap=8", *TINY],
+     "tracking: a gap of 8 frames does not fit clips of 8 frames: use gap <= 7"),
+    ("r2-5 tracking with more hard negatives than other clips", None,
+     ["train", "--method", "tracking", "--data", "synthetic_video", "--set", "hard_negatives=20", *TINY],
+     "tracking: hard_negatives=20 is more than the 19 other clips of a batch of 20"),
+    ("r2-5 colorization predicting at a stride past the image", None,
+     ["train", "--method", "colorization", "--set", "out_stride=64", *TINY],
+     "colorization: out_stride=64 leaves no pixel of the 32-px images to predict"),
+    ("r2-11 supervised padding more than half the image", None,
+     ["train", "--method", "supervised", "--set", "pad=17", *TINY], "supervised: pad=17 is more than half the 32-px"),
 ]
 
 

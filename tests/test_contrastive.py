@@ -234,7 +234,7 @@ def test_methods_train_with_the_shared_loop_under_ddp(tmp_path):
     methods = [("npid", {}), ("pirl", {"negatives": 16}), ("simclr", {}), ("moco", {}),
                ("cpc", {"grid": 4, "steps": 3}), ("ebm", {"negatives": "pcd"}),
                ("simclr-shuffled", {"trunk.norm": "shuffle_batch"}), ("moco-shuffled", {"trunk.norm": "shuffle_batch"}),
-               ("shuffle_learn", {}), ("tracking", {"patch": 12}), ("avc", {"sound_seconds": 0.5})]
+               ("shuffle_learn", {}), ("tracking", {"patch": 12, "gap": 5}), ("avc", {"sound_seconds": 0.5})]
     mp.spawn(fit_worker, args=(2, _free_port(), methods, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"fit{r}.pt", weights_only=True) for r in (0, 1))
     for name, _ in methods:

@@ -72,8 +72,8 @@ def test_tracked_pairs_take_frames_gap_apart(clips):
     torch.manual_seed(0)
     query, tracked = tracked_pairs(video, track, gap=15, patch=32)  # gap = T - 1: frames 0 and 15, whole
     assert torch.allclose(query, video[:, 0], atol=1e-5) and torch.allclose(tracked, video[:, 15], atol=1e-5)
-    query, tracked = tracked_pairs(video, track, gap=99, patch=32)  # capped at T - 1
-    assert torch.allclose(tracked, video[:, 15], atol=1e-5)
+    with pytest.raises(ValueError, match="a gap of 16 frames does not fit clips of 16 frames"):
+        tracked_pairs(video, track, gap=16, patch=32)  # never capped silently: the config check refuses it first
 
 
 def test_ranking_loss_is_zero_for_identical_positives_and_orthogonal_negatives():
@@ -150,6 +150,9 @@ def _info(size=32, frames=16, batch=128):
     (dict(patch=4), _info(), "a 4-px patch is too small"),
     (dict(), _info(frames=1), "clips of 1 frame"),
     (dict(), _info(batch=1), "a batch of one clip"),
+    (dict(gap=16), _info(), "a gap of 16 frames does not fit clips of 16 frames: use gap <= 15"),
+    (dict(gap=3), _info(frames=3), "a gap of 3 frames does not fit clips of 3 frames: use gap <= 2"),
+    (dict(hard_negatives=8), _info(batch=8), "hard_negatives=8 is more than the 7 other clips of a batch of 8"),
 ])
 def test_config_check_refuses_what_cannot_work(settings, info, says):
     with pytest.raises(UserError, match=says) as e:
@@ -161,3 +164,5 @@ def test_config_check_accepts_the_defaults_and_data_without_clips():
     Tracking.check_config(TrackingSettings(), _info())
     Tracking.check_config(TrackingSettings(), _info(frames=0))  # no clips: refused elsewhere, no crash here
     Tracking.check_config(TrackingSettings(patch=32), _info(batch=0))
+    Tracking.check_config(TrackingSettings(gap=15, hard_negatives=7), _info(batch=8))  # the last frame, all others
+    Tracking.check_config(TrackingSettings(loss="infonce", hard_negatives=8), _info(batch=8))  # unused by infonce

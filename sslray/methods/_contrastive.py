@@ -11,6 +11,10 @@ from ..errors import UserError
 #: the random-resized crop of every contrastive view (MoCo v2's and SimCLR's CIFAR scale range),
 #: cut by the data source, from the original image when it streams
 CROP = crop((0.2, 1.0))
+#: the strongest colour jitter: a brightness factor of 1 +- 0.8 s turns negative (inverts the image) above 1.25
+MAX_STRENGTH = 1.25
+#: why a number of negatives needs no upper bound of its own
+NEGATIVES = "more than the other images of the training set is refused once the data is known"
 
 
 def photometric(x: torch.Tensor, strength: float = 0.5) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from ..config import MAX_IMAGE_SIZE
 from ..components.augment import color_jitter, random_grayscale
 from ..components.tiles import drop_channels, tile_grid
 from ..data.views import View
@@ -27,15 +28,21 @@ from .base import DataInfo, Strict
 
 #: smallest tile (px) we cut: below it even the first 3x3 convolutions see mostly padding
 MIN_TILE = 4
+#: tiles per side: the head concatenates grid^2 tiles, and a 9x9 grid of 4-px tiles already needs 36+ px
+MAX_TILE_GRID = 8
+#: permutation subsets: Goyal et al. 2019 scaled jigsaw to 10,000 (the greedy choice takes seconds)
+MAX_PERMUTATIONS = 10_000
 
 
 class PatchSettings(Strict):
-    input_size: int | None = Field(None, ge=16, description="px of the image the tiles are cut from; default: "
-                                   "the paper's on 224-px data or larger, the data's size below")
+    input_size: int | None = Field(None, ge=16, le=MAX_IMAGE_SIZE,
+                                   description="px of the image the tiles are cut from; default: the paper's on "
+                                               "224-px data or larger, the data's size below")
     tile_fraction: float = Field(0.85, gt=0, le=1, description="tile side as a fraction of its grid cell "
                                  "(Noroozi & Favaro: 64 of 75 px); the rest is gap and jitter room")
     jitter: bool = Field(True, description="random tile offset inside its cell (False: centred)")
-    tile_resize: int = Field(0, ge=0, description="resize tiles to this many px before the trunk (0 = keep)")
+    tile_resize: int = Field(0, ge=0, le=MAX_IMAGE_SIZE, description="resize tiles to this many px before the trunk "
+                                                                     "(0 = keep)")
     colour_jitter: float = Field(0.0, ge=0, le=1, description="probability of colour jitter, drawn per tile")
     grayscale: float = Field(0.0, ge=0, le=1, description="probability of a grey tile")
     channel_drop: float = Field(0.0, ge=0, le=1, description="probability of keeping one colour channel of a "

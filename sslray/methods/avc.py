@@ -29,6 +29,8 @@ one-second clip; here the sound is centred on the frame, shifted to stay inside 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -36,6 +38,8 @@ from torch import nn
 
 from ..components.audio import AudioNet, spectrogram
 from ..components.augment import cut_views
+from ..config import MAX_DIM, MAX_FRAMES, MAX_WIDTH
+from ..data.video import FPS
 from ..errors import UserError
 from . import register
 from .base import Afterwards, Method, Strict, accuracy
@@ -47,16 +51,31 @@ OCCLUSION_BATCH = 512  # occluded images per trunk pass
 
 
 class AVCSettings(Strict):
-    sound_seconds: float = Field(1.0, gt=0, description="length of the sound window (s): the paper's one-second clip")
+    sound_seconds: float = Field(1.0, gt=0, le=MAX_FRAMES / FPS,
+                                 description="length of the sound window (s): the paper's one-second clip; at most "
+                                             "the longest clip")
     positive_fraction: float = Field(0.5, gt=0, lt=1, description="share of items paired with their own sound "
                                      "(label 1); the rest get another clip's (the paper: half)")
-    embed_dim: int = Field(128, ge=1, description="each subnetwork's output: the pooled features projected to "
-                           "this size before fusion")
-    fusion_dim: int = Field(128, ge=1, description="hidden size of the fusion network fc - ReLU - fc 2 "
-                            "(the paper: 128)")
-    n_mels: int = Field(40, ge=8, description="mel bands of the audio subnetwork's log-mel spectrogram")
-    audio_width: float | None = Field(None, gt=0, description="channel multiplier of the audio subnetwork (1 = the "
-                                      "paper's 64-128-256-512); default the trunk's width")
+    embed_dim: int = Field(128, ge=1, le=MAX_DIM, description="each subnetwork's output: the pooled features "
+                                                              "projected to this size before fusion")
+    fusion_dim: int = Field(128, ge=1, le=MAX_DIM, description="hidden size of the fusion network fc - ReLU - fc 2 "
+                                                               "(the paper: 128)")
+    n_mels: int = Field(40, ge=8, le=N_FFT // 2 + 1, description="mel bands of the audio subnetwork's log-mel "
+                                                                 f"spectrogram: at most the {N_FFT}-sample STFT's "
+                                                                 f"{N_FFT // 2 + 1} frequency bins, and every band "
+                                                                 "must hold one (at 4 kHz: 121)")
+    audio_width: float | None = Field(None, gt=0, le=MAX_WIDTH,
+                                      description="channel multiplier of the audio subnetwork (1 = the paper's "
+                                                  "64-128-256-512); default the trunk's width")
+
+
+def mel_bands_fit(n_mels: int, sample_rate: int, n_fft: int = N_FFT) -> bool:
+    """Whether every band of the log-mel filter bank (:func:`~sslray.data.video.log_mel`) holds a
+    frequency bin of the ``n_fft``-sample STFT. Bands widen with frequency, so the lowest, from 0 Hz
+    to the mel edge two steps up, is the one that can fall between bins: it holds one when that
+    edge lies above the first bin, ``sample_rate / n_fft``."""
+    top = 2595 * math.log10(1 + sample_rate / 2 / 700)
+    return 700 * (10 ** (2 * top / (n_mels + 1) / 2595) - 1) > sample_rate / n_fft
 
 
 def windows(audio: torch.Tensor, clip: torch.Tensor, start: torch.Tensor, length: int) -> torch.Tensor:
@@ -114,6 +133,10 @@ class AVC(Method):
             raise UserError(f"avc: a {s:g}-s sound clip is {round(s * info.sample_rate)} samples at "
                             f"{info.sample_rate} Hz, shorter than the spectrogram's {N_FFT}-sample window: "
                             f"use sound_seconds >= {N_FFT / info.sample_rate:g}")
+        if info.sample_rate and not mel_bands_fit(settings.n_mels, info.sample_rate):
+            most = max(n for n in range(1, N_FFT // 2 + 2) if mel_bands_fit(n, info.sample_rate))
+            raise UserError(f"avc: n_mels={settings.n_mels} mel bands of {info.sample_rate}-Hz sound leave the lowest "
+                            f"without a frequency bin of the {N_FFT}-sample spectrogram: use n_mels <= {most}")
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

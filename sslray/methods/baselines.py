@@ -8,6 +8,8 @@ from pydantic import Field
 
 from . import register
 from ..components.augment import hflip, pad_crop
+from ..config import MAX_IMAGE_SIZE, Seed
+from ..errors import UserError
 from .base import Method, Strict, accuracy
 
 
@@ -22,12 +24,20 @@ class Random(Method):
         raise RuntimeError("the random baseline is not trained")
 
 
+def check_pad(method: str, pad: int, image_size: int) -> None:
+    """A random-crop padding of more than half the image: most crops would be padding."""
+    if pad > image_size // 2:
+        raise UserError(f"{method}: pad={pad} is more than half the {image_size}-px images: "
+                        f"use pad <= {image_size // 2}")
+
+
 class SupervisedSettings(Strict):
-    pad: int = Field(4, ge=0, description="random-crop padding in pixels (0 = no crop)")
+    pad: int = Field(4, ge=0, le=MAX_IMAGE_SIZE // 2, description="random-crop padding in pixels (0 = no crop; at "
+                                                                  "most half the image)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     label_noise: float = Field(0.0, ge=0, lt=1, description="share of training images whose label is replaced by "
                                                             "another class, drawn uniformly; fixed per image")
-    noise_seed: int = Field(0, description="label_noise: which images, and which wrong labels")
+    noise_seed: Seed = Field(0, description="label_noise: which images, and which wrong labels")
 
 
 @register
@@ -37,6 +47,10 @@ class Supervised(Method):
     name = "supervised"
     Settings = SupervisedSettings
     needs_labels = True
+
+    @classmethod
+    def check_config(cls, settings, info):
+        check_pad(cls.name, settings.pad, info.image_size)
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

@@ -21,10 +21,11 @@ from pydantic import Field, field_validator
 from ..components.distributed import default_device
 from ..components.kmeans import spherical_kmeans
 from ..components.losses import soft_cross_entropy
-from ..config import Layer
+from ..config import MAX_FEATURE_DIM, MAX_IMAGE_SIZE, MAX_TEMPERATURE, WHOLE, Layer, Seed, unbounded
 from ..errors import UserError
 from ..models import extract_features, pool_features, pool_size
 from . import register
+from .baselines import check_pad
 from ._source import find_source, load_source_trunk, source_noise
 from ..components.augment import hflip, pad_crop
 from .base import Method, Strict, accuracy
@@ -38,14 +39,19 @@ class ClusterFitSettings(Strict):
     source: str = Field("", description="the finished run to cluster with: a run folder or an MLflow run id")
     runs: str = Field("runs", description="the folder holding the source run when it is named by MLflow run id")
     layer: Layer = Field("res5", description="the source layer whose (pooled) features are clustered")
-    clusters: int | None = Field(None, ge=2, description=f"K; default N/20 capped at the paper's {PAPER_CLUSTERS}")
-    feature_dim: int = Field(9216, ge=1, description="pooling of the source layer (as eval.feature_dim)")
-    kmeans_iters: int = Field(20, ge=1)
-    kmeans_seed: int = 0
-    kmeans_sample: int | None = Field(None, ge=2, description="images (class-balanced) whose features k-means "
-                                      "sees; every image is then assigned its nearest centroid (default: all of a "
-                                      f"split in memory, {STREAM_SAMPLE:,} of a streamed one)")
-    pad: int = Field(4, ge=0, description="random-crop padding of the fit step (0 = no crop)")
+    clusters: int | None = Field(None, ge=2, json_schema_extra=unbounded(
+        "more clusters than training images is refused once the data is known"),
+        description=f"K; default N/20 capped at the paper's {PAPER_CLUSTERS}")
+    feature_dim: int = Field(9216, ge=1, le=MAX_FEATURE_DIM, description="pooling of the source layer (as "
+                                                                         "eval.feature_dim)")
+    kmeans_iters: int = Field(20, ge=1, le=1000)
+    kmeans_seed: Seed = 0
+    kmeans_sample: int | None = Field(None, ge=2, json_schema_extra=unbounded(WHOLE),
+                                      description="images (class-balanced) whose features k-means sees; every image "
+                                                  "is then assigned its nearest centroid (default: all of a split in "
+                                                  f"memory, {STREAM_SAMPLE:,} of a streamed one)")
+    pad: int = Field(4, ge=0, le=MAX_IMAGE_SIZE // 2, description="random-crop padding of the fit step (0 = no crop; "
+                                                                  "at most half the image)")
 
     @field_validator("source", "runs")
     @classmethod
@@ -89,6 +95,10 @@ class ClusterFit(Method):
 
     name = "clusterfit"
     Settings = ClusterFitSettings
+
+    @classmethod
+    def check_config(cls, settings, info):
+        check_pad(cls.name, settings.pad, info.image_size)
 
     @classmethod
     def check(cls, settings, info):
@@ -160,8 +170,9 @@ def source_head(src) -> torch.nn.Linear:
 
 
 class DistillSettings(ClusterFitSettings):
-    temperature: float = Field(0.1, gt=0, description="T of the source's softmax (over cosines to the centroids, "
-                                                      "or over its classifier's logits)")
+    temperature: float = Field(0.1, gt=0, le=MAX_TEMPERATURE, description="T of the source's softmax (over cosines to "
+                                                                          "the centroids, or over its classifier's "
+                                                                          "logits)")
     targets: Literal["clusters", "classifier"] = Field(
         "clusters", description="clusters: the source's soft assignment to ClusterFit's k-means clusters; "
                                 "classifier: the source's own classifier (a supervised run's head), as Hinton et al.")

@@ -25,7 +25,8 @@ from pydantic import Field
 from ..components.decoder import UpsamplingDecoder
 from ..components.lab import ab_bins, lightness_input, rebalancing_weights, rgb_to_lab, smoothed_prior, \
     soft_cross_entropy, soft_encode
-from ..config import Layer
+from ..config import MAX_CHANNELS, MAX_IMAGE_SIZE, WHOLE, Layer, unbounded
+from ..errors import UserError
 from . import register
 from ._ddp import every_parameter
 from .base import Method, Strict
@@ -41,14 +42,18 @@ def colour_targets(x: torch.Tensor, out_size: int, grid: int = 10, neighbours: i
 
 class ColorizationSettings(Strict):
     grid: int = Field(10, ge=2, le=50, description="side of an ab bin (paper: 10, Q = 313 on ImageNet)")
-    neighbours: int = Field(5, ge=1, description="bins in the soft-encoded target (paper: 5)")
-    sigma: float = Field(5.0, gt=0, description="Gaussian width of the soft encoding and prior smoothing")
+    neighbours: int = Field(5, ge=1, le=25, description="bins in the soft-encoded target (paper: 5), of the 5x5 "
+                                                        "candidate bins around a pixel's own")
+    sigma: float = Field(5.0, gt=0, le=100, description="Gaussian width of the soft encoding and prior smoothing (ab "
+                                                        "units: the gamut spans about 200)")
     rebalance: float = Field(0.5, gt=0, le=1, description="lambda of the class rebalancing (paper: 0.5); "
                              "1 = no rebalancing")
     tap: Layer = Field("res5", description="trunk stage the decoder reads")
-    out_stride: int = Field(4, ge=1, description="predict colours at image_size / out_stride (paper: 4)")
-    decoder_dim: int = Field(128, ge=16, description="channels of the decoder's first block")
-    prior_images: int = Field(2000, ge=1, description="training images used for the colour prior")
+    out_stride: int = Field(4, ge=1, le=MAX_IMAGE_SIZE, description="predict colours at image_size / out_stride "
+                                                                    "(paper: 4); at most the image size")
+    decoder_dim: int = Field(128, ge=16, le=MAX_CHANNELS, description="channels of the decoder's first block")
+    prior_images: int = Field(2000, ge=1, json_schema_extra=unbounded(WHOLE),
+                              description="training images used for the colour prior")
 
 
 @register
@@ -57,6 +62,12 @@ class Colorization(Method):
 
     name = "colorization"
     Settings = ColorizationSettings
+
+    @classmethod
+    def check_config(cls, settings, info):
+        if settings.out_stride > info.image_size:
+            raise UserError(f"colorization: out_stride={settings.out_stride} leaves no pixel of the "
+                            f"{info.image_size}-px images to predict: use out_stride <= {info.image_size}")
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

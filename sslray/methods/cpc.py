@@ -28,23 +28,28 @@ from torch import nn
 
 from ..components.distributed import gather_with_grad, rank
 from ..components.shuffle import shuffled
+from ..config import MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_TEMPERATURE
 from ..errors import UserError
 from . import register
-from ._contrastive import CROP, photometric
+from ._contrastive import CROP, MAX_STRENGTH, photometric
 from .base import Method, Strict
 
 #: the smallest patch (px): below it even the first 3x3 convolutions see mostly padding
 MIN_PATCH = 4
+MAX_GRID = 32  # patches per side: the trunk sees the batch times grid^2 patches
 
 
 class CPCSettings(Strict):
-    grid: int = Field(7, ge=2, description="patches per side (the papers' 7x7)")
-    patch: int | None = Field(None, ge=MIN_PATCH, description="patch side (px); default the largest that fits the "
-                              "grid at half-patch stride: 8 px on 32-px images (the papers: 64 px on 256 px)")
-    steps: int = Field(5, ge=1, description="the farthest row predicted: k = min_step .. steps rows below (van den "
-                       "Oord et al. predict up to 5 rows on the 7x7 grid)")
-    min_step: int = Field(2, ge=1, description="the nearest row predicted: at half-patch stride the next row shares "
-                          "half its pixels with the context, so predicting it is copying (the papers' code skips it)")
+    grid: int = Field(7, ge=2, le=MAX_GRID, description="patches per side (the papers' 7x7)")
+    patch: int | None = Field(None, ge=MIN_PATCH, le=MAX_IMAGE_SIZE,
+                              description="patch side (px); default the largest that fits the grid at half-patch "
+                                          "stride: 8 px on 32-px images (the papers: 64 px on 256 px)")
+    steps: int = Field(5, ge=1, le=MAX_GRID - 1, description="the farthest row predicted: k = min_step .. steps rows "
+                                                             "below (van den Oord et al. predict up to 5 rows on the "
+                                                             "7x7 grid)")
+    min_step: int = Field(2, ge=1, le=MAX_GRID - 1, description="the nearest row predicted: at half-patch stride the "
+                                                                "next row shares half its pixels with the context, so "
+                                                                "predicting it is copying (the papers' code skips it)")
     negatives: Literal["all", "same_image", "other_images"] = Field(
         "all", description="where negatives come from: every other patch of the (global) batch as in the papers, "
                            "only other positions of the same image, or only other images' patches")
@@ -52,12 +57,14 @@ class CPCSettings(Strict):
         "cosine", description="score of a prediction and a patch: dot = the papers' dot product, which diverged here "
                               "within 3 SGD steps at lr 0.05 (unbounded scores on a batch-norm trunk; Hénaff et al. "
                               "use layer norm); cosine = of the L2-normalised vectors, divided by the temperature")
-    temperature: float = Field(0.1, gt=0, description="divides the scores (cosine: 0.1, as SimCLR-style "
-                               "InfoNCE; dot: use 1 for the papers' plain dot product)")
-    context_dim: int = Field(0, ge=0, description="context network width (0 = the trunk's output size)")
-    context_layers: int = Field(2, ge=1, description="masked residual blocks of the context network (Hénaff et "
-                                "al.: a PixelCNN; 2 blocks at CPU scale see 4 rows up)")
-    strength: float = Field(0.5, ge=0, description="colour jitter strength of the image augmentation")
+    temperature: float = Field(0.1, gt=0, le=MAX_TEMPERATURE, description="divides the scores (cosine: 0.1, as "
+                                                                          "SimCLR-style InfoNCE; dot: use 1 for the "
+                                                                          "papers' plain dot product)")
+    context_dim: int = Field(0, ge=0, le=MAX_CHANNELS, description="context network width (0 = the trunk's output "
+                                                                   "size)")
+    context_layers: int = Field(2, ge=1, le=64, description="masked residual blocks of the context network (Hénaff et "
+                                                            "al.: a PixelCNN; 2 blocks at CPU scale see 4 rows up)")
+    strength: float = Field(0.5, ge=0, le=MAX_STRENGTH, description="colour jitter strength of the image augmentation")
 
 
 def patch_geometry(settings: CPCSettings, image_size: int) -> tuple[int, int]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..components.decoder import UpsamplingDecoder
-from ..config import Layer
+from ..config import MAX_CHANNELS, Layer
 from . import register
 from ._ddp import every_parameter
 from .base import Method, Strict
@@ -50,7 +50,7 @@ class DAESettings(Strict):
     level: float = Field(0.25, ge=0, le=1, description="gaussian: noise std (pixels in [0, 1]); mask and salt_pepper: "
                          "fraction of pixel values corrupted (Vincent et al. 2010 try 10-40 %; 25 %)")
     tap: Layer = Field("res5", description="the trunk stage the decoder reads (res5: every stage learns)")
-    decoder_dim: int = Field(256, ge=16, description="channels of the decoder's first block")
+    decoder_dim: int = Field(256, ge=16, le=MAX_CHANNELS, description="channels of the decoder's first block")
 
 
 @register

@@ -47,21 +47,26 @@ PAPER_BUFFER = 10000
 class EBMSettings(Strict):
     negatives: Literal["data", "cd", "pcd"] = Field(
         "pcd", description="data: other images; cd: Langevin chains from the data; pcd: persistent chains in a buffer")
-    langevin_steps: int = Field(5, ge=1, description="Langevin steps per training step (Du & Mordatch: 60 on "
-                                "CIFAR-10; 5 for CPU scale)")
-    step_size: float = Field(10.0, gt=0, description="lambda of the Langevin update (Du & Mordatch: 10)")
-    noise: float = Field(0.005, ge=0, description="std of the Langevin noise, pixels in [0, 1] (Du & Mordatch: 0.005)")
-    grad_clip: float = Field(0.01, gt=0, description="per-pixel clip of the energy gradient in a Langevin step "
-                             "(0.01, as PyTorch reimplementations of Du & Mordatch), so that one step moves a pixel "
-                             "by at most step_size x this")
-    buffer: int | None = Field(None, ge=1, description=f"pcd: chains kept; default the paper's {PAPER_BUFFER} capped "
-                               "at the training set size")
+    langevin_steps: int = Field(5, ge=1, le=1000, description="Langevin steps per training step (Du & Mordatch: 60 on "
+                                                              "CIFAR-10; 5 for CPU scale)")
+    step_size: float = Field(10.0, gt=0, le=1000, description="lambda of the Langevin update (Du & Mordatch: 10)")
+    noise: float = Field(0.005, ge=0, le=1, description="std of the Langevin noise, pixels in [0, 1] (Du & Mordatch: "
+                                                        "0.005)")
+    grad_clip: float = Field(0.01, gt=0, le=1, description="per-pixel clip of the energy gradient in a Langevin step "
+                                                           "(0.01, as PyTorch reimplementations of Du & Mordatch), so "
+                                                           "that one step moves a pixel by at most step_size x this")
+    buffer: int | None = Field(None, ge=1, le=10 * PAPER_BUFFER,
+                               description=f"pcd: chains kept; default the paper's {PAPER_BUFFER} capped at the "
+                                           "training set size; at most ten times the paper's")
     reset: float = Field(0.05, ge=0, le=1, description="pcd: share of chains restarted from uniform noise each step")
-    alpha: float = Field(1.0, ge=0, description="weight of the energy-magnitude regulariser (Du & Mordatch: 1)")
-    energy_scale: float = Field(5.0, gt=0, description="energies are bounded to +-energy_scale: the cosine of the "
-                                "pooled res5 and a learned direction, times this. Du & Mordatch keep an unbounded "
-                                "energy small with spectral norm and Adam at lr 1e-4; under the shared SGD at lr 0.1 "
-                                "an unbounded linear head diverged here within 6 steps")
+    alpha: float = Field(1.0, ge=0, le=1000, description="weight of the energy-magnitude regulariser (Du & Mordatch: "
+                                                         "1)")
+    energy_scale: float = Field(5.0, gt=0, le=1000, description="energies are bounded to +-energy_scale: the cosine "
+                                                                "of the pooled res5 and a learned direction, times "
+                                                                "this. Du & Mordatch keep an unbounded energy small "
+                                                                "with spectral norm and Adam at lr 1e-4; under the "
+                                                                "shared SGD at lr 0.1 an unbounded linear head "
+                                                                "diverged here within 6 steps")
 
 
 class ReplayBuffer(nn.Module):

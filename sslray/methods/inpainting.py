@@ -20,6 +20,7 @@ import torch
 from pydantic import Field
 
 from ..components.decoder import UpsamplingDecoder
+from ..config import MAX_CHANNELS
 from . import register
 from .base import Method, Strict
 
@@ -54,7 +55,7 @@ class InpaintingSettings(Strict):
                                               "or a random square per image (random block)")
     mask_fraction: float = Field(0.5, gt=0, lt=1, description="side of the masked square as a fraction of the "
                                  "image side (paper: 64 of 128 px)")
-    decoder_dim: int = Field(256, ge=16, description="channels of the decoder's first block")
+    decoder_dim: int = Field(256, ge=16, le=MAX_CHANNELS, description="channels of the decoder's first block")
 
 
 @register

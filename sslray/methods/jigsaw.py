@@ -24,9 +24,11 @@ from pydantic import Field
 from ..components.heads import TileHead
 from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.tiles import shuffle_tiles
+from ..config import MAX_DIM, Seed
 from ..errors import UserError
 from . import register
-from ._patches import PatchSettings, check_tiles, cut_tiles, input_size, input_view, tile_size
+from ._patches import (MAX_PERMUTATIONS, MAX_TILE_GRID, PatchSettings, check_tiles, cut_tiles, input_size, input_view,
+                       tile_size)
 
 #: Noroozi & Favaro's code: images resized to 256, a 255-px crop, 3x3 cells of 85 px, 64-px tiles
 PAPER_INPUT, PAPER_TILE = 255, 64
@@ -37,13 +39,13 @@ class JigsawSettings(PatchSettings):
     tile_fraction: float | None = Field(None, gt=0, le=1, description="tile side as a fraction of its cell; "
                                         "default: the paper's 64/85 from a 255-px input, 0.85 on smaller inputs "
                                         "(8-px tiles of 10-px cells at 32 px)")
-    permutations: int = Field(1000, ge=2, description="size of the permutation subset P (paper: 1000), "
-                              "at most (grid^2)!")
-    grid: int = Field(3, ge=2, description="tiles per side (paper: 3)")
-    perm_seed: int = Field(0, description="seed of the greedy maximal-Hamming permutation choice")
-    tile_dim: int = Field(512, ge=1, description="per-tile fc size before concatenation (paper fc6: 1024)")
-    head_hidden: int = Field(1024, ge=0, description="hidden size of the head on the concatenated tiles "
-                             "(paper fc7: 4096); 0 = linear")
+    permutations: int = Field(1000, ge=2, le=MAX_PERMUTATIONS, description="size of the permutation subset P (paper: "
+                                                                           "1000), at most (grid^2)!")
+    grid: int = Field(3, ge=2, le=MAX_TILE_GRID, description="tiles per side (paper: 3)")
+    perm_seed: Seed = Field(0, description="seed of the greedy maximal-Hamming permutation choice")
+    tile_dim: int = Field(512, ge=1, le=MAX_DIM, description="per-tile fc size before concatenation (paper fc6: 1024)")
+    head_hidden: int = Field(1024, ge=0, le=MAX_DIM, description="hidden size of the head on the concatenated tiles "
+                                                                 "(paper fc7: 4096); 0 = linear")
     colour_jitter: float = Field(0.8, ge=0, le=1, description="probability of colour jitter, drawn per tile")
     grayscale: float = Field(0.3, ge=0, le=1, description="probability of a grey tile (paper: 30% grey images)")
 

@@ -12,21 +12,23 @@ from torch import nn
 from ..components.losses import embedding_std, info_nce
 from ..components.queue import KeyQueue, frozen_copy, momentum_update
 from ..components.shuffle import shuffled
+from ..config import MAX_DIM, MAX_TEMPERATURE, unbounded
 from . import register
-from ._contrastive import CROP, photometric, resolve_negatives
+from ._contrastive import CROP, MAX_STRENGTH, NEGATIVES, photometric, resolve_negatives
 from .base import Method, Strict
 
 PAPER_QUEUE = 65536
 
 
 class MoCoSettings(Strict):
-    temperature: float = Field(0.2, gt=0, description="tau of InfoNCE (0.2 in MoCo v2)")
+    temperature: float = Field(0.2, gt=0, le=MAX_TEMPERATURE, description="tau of InfoNCE (0.2 in MoCo v2)")
     momentum: float = Field(0.999, ge=0, lt=1, description="key encoder EMA momentum")
     queue: int | None = Field(
-        None, ge=1, description=f"K keys in the queue; default the paper's {PAPER_QUEUE} capped at N-1")
-    embed_dim: int = Field(128, ge=2)
-    head_hidden: int = Field(0, ge=0, description="MLP head hidden size (0 = the trunk's output size)")
-    strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation")
+        None, ge=1, json_schema_extra=unbounded(NEGATIVES), description="K keys in the queue; default the paper's "
+                                                                        f"{PAPER_QUEUE} capped at N-1")
+    embed_dim: int = Field(128, ge=2, le=MAX_DIM)
+    head_hidden: int = Field(0, ge=0, le=MAX_DIM, description="MLP head hidden size (0 = the trunk's output size)")
+    strength: float = Field(0.5, ge=0, le=MAX_STRENGTH, description="colour jitter strength of the augmentation")
 
 
 @register

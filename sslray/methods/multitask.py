@@ -11,13 +11,13 @@ worker of a distributed run picks the same task, and the step count checkpoints 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field, ValidationError, field_validator
 from torch import nn
 
-from ..config import validation_message
+from ..config import Seed, unbounded, validation_message
 from ..errors import UserError
 from . import discover, register
 from ._ddp import every_parameter
@@ -25,11 +25,12 @@ from .base import Method, Strict
 
 
 class MultitaskSettings(Strict):
-    tasks: dict[str, float] = Field({"rotation": 0.5, "jigsaw": 0.5},
+    tasks: dict[str, Annotated[float, Field(ge=0, json_schema_extra=unbounded(
+        "renormalised: only the ratios of the probabilities matter"))]] = Field({"rotation": 0.5, "jigsaw": 0.5},
                                     description="task -> probability that a batch is drawn for it (renormalised)")
     task_settings: dict[str, dict[str, Any]] = Field({}, description="task -> its own settings "
                                                      "(default: the paper's)")
-    seed: int = Field(0, description="seed of the per-batch task draw")
+    seed: Seed = Field(0, description="seed of the per-batch task draw")
 
     @field_validator("tasks")
     @classmethod

@@ -16,18 +16,20 @@ from ..components.distributed import gather
 from ..components.losses import embedding_std, info_nce, npid_nce_loss
 from ..components.memory_bank import MemoryBank
 from ..components.shuffle import shuffled
+from ..config import MAX_DIM, MAX_TEMPERATURE, unbounded
 from . import register
-from ._contrastive import CROP, photometric, resolve_negatives
+from ._contrastive import CROP, MAX_STRENGTH, NEGATIVES, photometric, resolve_negatives
 from .base import Method, Strict
 
 PAPER_NEGATIVES = 4096
 
 
 class NPIDSettings(Strict):
-    temperature: float = Field(0.07, gt=0, description="tau of exp(v_i . v / tau)")
-    embed_dim: int = Field(128, ge=2, description="embedding (and memory bank) dimension")
+    temperature: float = Field(0.07, gt=0, le=MAX_TEMPERATURE, description="tau of exp(v_i . v / tau)")
+    embed_dim: int = Field(128, ge=2, le=MAX_DIM, description="embedding (and memory bank) dimension")
     negatives: int | None = Field(
-        None, ge=1, description=f"K noise samples per image; default the paper's {PAPER_NEGATIVES} capped at N-1")
+        None, ge=1, json_schema_extra=unbounded(NEGATIVES), description="K noise samples per image; default the "
+                                                                        f"paper's {PAPER_NEGATIVES} capped at N-1")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
     loss: Literal["nce", "softmax"] = Field(
         "nce", description="nce = the paper's NCE against uniform noise with a Monte-Carlo normaliser Z "
@@ -36,7 +38,8 @@ class NPIDSettings(Strict):
         0.9, ge=0, le=1, description="NCE normaliser: Z follows a moving average of its estimate n * mean "
                                      "exp(s / tau) on each batch's negatives; 1 = estimated once on the first "
                                      "batch, as in the paper (diverges while the bank fills: README)")
-    strength: float = Field(0.5, ge=0, description="colour jitter strength of the augmentation (0 = crop + flip only)")
+    strength: float = Field(0.5, ge=0, le=MAX_STRENGTH, description="colour jitter strength of the augmentation (0 = "
+                                                                    "crop + flip only)")
     shared_negatives: bool = Field(
         True, description="one draw of K entries per step for the whole batch (a row's own entry swapped "
                           "out); False = a draw per row as in the paper's code, slower at large K")

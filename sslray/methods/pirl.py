@@ -29,9 +29,11 @@ from ..components.permutations import hamming_permutations, hamming_stats
 from ..components.rotation import rotate
 from ..components.tiles import shuffle_tiles, tile_grid
 from ..components.shuffle import shuffled as shuffled_bn
+from ..config import MAX_DIM, MAX_TEMPERATURE, unbounded
 from ..errors import UserError
 from . import register
-from ._contrastive import CROP, photometric, resolve_negatives
+from ._contrastive import CROP, MAX_STRENGTH, NEGATIVES, photometric, resolve_negatives
+from ._patches import MAX_PERMUTATIONS
 from .base import Method, Strict
 
 PAPER_NEGATIVES = 32000
@@ -44,15 +46,17 @@ class PIRLSettings(Strict):
         "nce", description="nce = k+1 binary problems (lecture's h); softmax = InfoNCE")
     similarity: Literal["cosine", "l2"] = "cosine"
     lam: float = Field(0.5, ge=0, le=1, description="lambda: weight of the transformed-image term")
-    temperature: float = Field(0.07, gt=0)
+    temperature: float = Field(0.07, gt=0, le=MAX_TEMPERATURE)
     negatives: int | None = Field(
-        None, ge=1, description=f"K per positive; default the paper's {PAPER_NEGATIVES} capped at N-1")
-    embed_dim: int = Field(128, ge=2)
+        None, ge=1, json_schema_extra=unbounded(NEGATIVES), description="K per positive; default the paper's "
+                                                                        f"{PAPER_NEGATIVES} capped at N-1")
+    embed_dim: int = Field(128, ge=2, le=MAX_DIM)
     momentum: float = Field(0.5, ge=0, lt=1, description="memory bank update momentum")
     grid: int = Field(3, ge=2, le=4, description="jigsaw grid (3 = 9 tiles)")
     permutations: int | None = Field(
-        None, ge=2, description="jigsaw: draw shuffles from a max-Hamming subset of this size (None = any of grid^2!)")
-    strength: float = Field(0.5, ge=0, description="colour jitter strength of the image augmentation")
+        None, ge=2, le=MAX_PERMUTATIONS, description="jigsaw: draw shuffles from a max-Hamming subset of this size "
+                                                     "(None = any of grid^2!)")
+    strength: float = Field(0.5, ge=0, le=MAX_STRENGTH, description="colour jitter strength of the image augmentation")
     shared_negatives: bool = Field(
         True, description="one draw of K bank entries per step for the whole batch (a row's own entry swapped "
                           "out); False = a draw per row as in the paper's code, slower at large K")

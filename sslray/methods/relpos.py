@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..components.heads import linear_head
+from ..config import MAX_DIM
 from . import register
 from ._patches import PatchSettings, check_tiles, cut_tiles, input_size, input_view, tile_size
 from .base import Method, accuracy
@@ -49,8 +50,8 @@ class RelPosSettings(PatchSettings):
                                  "(paper: 96-px patches, 48-px gap)")
     channel_drop: float = Field(1.0, ge=0, le=1, description="probability of keeping one colour channel of a "
                                 "patch and replacing the others by noise (paper: always)")
-    head_hidden: int = Field(1024, ge=1, description="hidden size of the MLP on the concatenated pair "
-                             "(paper fc7: 4096)")
+    head_hidden: int = Field(1024, ge=1, le=MAX_DIM, description="hidden size of the MLP on the concatenated pair "
+                                                                 "(paper fc7: 4096)")
 
 
 @register

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from ..components.heads import linear_head
 from ..components.rotation import rotate, rotate_batch
+from ..config import MAX_DIM
 from . import register
 from .base import Method, Strict, accuracy
 
@@ -19,7 +20,7 @@ from .base import Method, Strict, accuracy
 class RotationSettings(Strict):
     rotations: Literal["all", "one"] = Field(
         "all", description="all = the 4 rotations of every image in each batch (as the paper); one = a random one")
-    head_hidden: int = Field(0, ge=0, description="0 = linear head on pooled res5; >0 = MLP hidden size")
+    head_hidden: int = Field(0, ge=0, le=MAX_DIM, description="0 = linear head on pooled res5; >0 = MLP hidden size")
 
 
 @register

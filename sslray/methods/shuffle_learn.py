@@ -20,20 +20,25 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..components.heads import TileHead
+from ..config import MAX_DIM, MAX_FRAMES
 from ..errors import UserError
 from . import register
 from .base import Method, Strict, accuracy
 
 
 class ShuffleLearnSettings(Strict):
-    gap: int = Field(3, ge=1, description="frames between the five frames of a window (a window spans 4 x gap + 1 "
-                                          "frames; shortened to fit the clip). 3 at 8 frames/s: the limb moves far "
-                                          "enough between frames to tell their order (gap 2 learned far slower here)")
+    gap: int = Field(3, ge=1, le=(MAX_FRAMES - 1) // 4, description="frames between the five frames of a window (a "
+                                                                    "window spans 4 x gap + 1 frames; shortened to "
+                                                                    "fit the clip). 3 at 8 frames/s: the limb moves "
+                                                                    "far enough between frames to tell their order "
+                                                                    "(gap 2 learned far slower here)")
     positive_fraction: float = Field(0.5, gt=0, lt=1, description="share of tuples in order")
     motion_weighted: bool = Field(True, description="draw windows in proportion to their motion (mean absolute "
                                                     "frame difference), as the paper samples high-motion windows")
-    frame_dim: int = Field(128, ge=1, description="width of the shared per-frame layer before concatenation")
-    head_hidden: int = Field(0, ge=0, description="0 = linear classifier on the concatenation; >0 = MLP hidden size")
+    frame_dim: int = Field(128, ge=1, le=MAX_DIM, description="width of the shared per-frame layer before "
+                                                              "concatenation")
+    head_hidden: int = Field(0, ge=0, le=MAX_DIM, description="0 = linear classifier on the concatenation; >0 = MLP "
+                                                              "hidden size")
 
 
 def motion(clip: torch.Tensor) -> torch.Tensor:

@@ -10,16 +10,19 @@ from pydantic import Field
 from ..components.heads import linear_head
 from ..components.losses import embedding_std, nt_xent
 from ..components.shuffle import shuffled
+from ..config import MAX_DIM, MAX_TEMPERATURE
 from . import register
-from ._contrastive import CROP, photometric
+from ._contrastive import CROP, MAX_STRENGTH, photometric
 from .base import Method, Strict
 
 
 class SimCLRSettings(Strict):
-    temperature: float = Field(0.5, gt=0, description="tau of NT-Xent (0.5: the paper's CIFAR-10 setting)")
-    proj_dim: int = Field(128, ge=2, description="projection output dimension")
-    proj_hidden: int = Field(0, ge=0, description="projection hidden size (0 = the trunk's output size)")
-    strength: float = Field(0.5, ge=0, description="colour jitter strength s (0.5 for CIFAR-10, 1.0 for ImageNet)")
+    temperature: float = Field(0.5, gt=0, le=MAX_TEMPERATURE, description="tau of NT-Xent (0.5: the paper's CIFAR-10 "
+                                                                          "setting)")
+    proj_dim: int = Field(128, ge=2, le=MAX_DIM, description="projection output dimension")
+    proj_hidden: int = Field(0, ge=0, le=MAX_DIM, description="projection hidden size (0 = the trunk's output size)")
+    strength: float = Field(0.5, ge=0, le=MAX_STRENGTH, description="colour jitter strength s (0.5 for CIFAR-10, 1.0 "
+                                                                    "for ImageNet)")
 
 
 @register

@@ -34,6 +34,7 @@ from ..components.distributed import gather_with_grad, rank
 from ..components.heads import linear_head
 from ..components.losses import embedding_std, info_nce
 from ..components.shuffle import shuffled
+from ..config import MAX_DIM, MAX_FRAMES, MAX_IMAGE_SIZE, MAX_TEMPERATURE, unbounded
 from ..errors import UserError
 from . import register
 from .base import Method, Strict
@@ -43,19 +44,25 @@ MIN_PATCH = 8
 
 
 class TrackingSettings(Strict):
-    gap: int = Field(8, ge=1, description="frames between the query and the tracked patch (8 = one second at "
-                     "8 frames/s, as the paper's 30 frames at 30 fps); at most the clip's frames - 1")
-    patch: int = Field(24, ge=1, description="side (px) of the square patch around the object, cut from each frame "
-                       "and resized to the frame size (24 of 32 px)")
-    embed_dim: int = Field(128, ge=2, description="embedding dimension (the paper's fc7: 1024, at full width)")
-    head_hidden: int = Field(0, ge=0, description="hidden size of the MLP on pooled res5 (0 = the trunk's output size)")
+    gap: int = Field(8, ge=1, le=MAX_FRAMES - 1, description="frames between the query and the tracked patch (8 = one "
+                                                             "second at 8 frames/s, as the paper's 30 frames at 30 "
+                                                             "fps); at most the clip's frames - 1")
+    patch: int = Field(24, ge=1, le=MAX_IMAGE_SIZE, description="side (px) of the square patch around the object, cut "
+                                                                "from each frame and resized to the frame size (24 of "
+                                                                "32 px)")
+    embed_dim: int = Field(128, ge=2, le=MAX_DIM, description="embedding dimension (the paper's fc7: 1024, at full "
+                                                              "width)")
+    head_hidden: int = Field(0, ge=0, le=MAX_DIM, description="hidden size of the MLP on pooled res5 (0 = the trunk's "
+                                                              "output size)")
     loss: Literal["ranking", "infonce"] = Field(
         "ranking", description="ranking = the paper's triplet hinge on D = 1 - cos over the hardest negatives; "
                                "infonce = cross-entropy over cos / temperature against every negative")
-    margin: float = Field(0.5, gt=0, description="M of the ranking loss (the paper's 0.5)")
-    hard_negatives: int = Field(4, ge=1, description="hardest in-batch negatives per query in the ranking loss "
-                                "(the paper's K = 4)")
-    temperature: float = Field(0.1, gt=0, description="tau of the infonce loss")
+    margin: float = Field(0.5, gt=0, le=2, description="M of the ranking loss (the paper's 0.5); cosine distances "
+                                                       "differ by at most 2")
+    hard_negatives: int = Field(4, ge=1, json_schema_extra=unbounded(
+        "checked against the batch: at most its optim.batch_size - 1 other clips"),
+        description="hardest in-batch negatives per query in the ranking loss (the paper's K = 4)")
+    temperature: float = Field(0.1, gt=0, le=MAX_TEMPERATURE, description="tau of the infonce loss")
 
 
 def patch_boxes(centres: torch.Tensor, patch: int, size: int) -> torch.Tensor:
@@ -79,10 +86,11 @@ def crop_boxes(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def tracked_pairs(clip: torch.Tensor, track: torch.Tensor, gap: int, patch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each clip ``(B, T, 3, S, S)``: a random query frame ``t1`` and ``t2 = t1 + min(gap, T - 1)``;
+    """For each clip ``(B, T, 3, S, S)``: a random query frame ``t1`` and ``t2 = t1 + gap`` (``gap < T``);
     the patches at the object's centre (``track`` ``(B, T, 3)``: x, y, scale) in both, resized to S."""
     b, t, _, s, _ = clip.shape
-    gap = min(gap, t - 1)
+    if not 1 <= gap < t:
+        raise ValueError(f"a gap of {gap} frames does not fit clips of {t} frames")
     t1 = torch.randint(0, t - gap, (b,), device=clip.device)
     rows = torch.arange(b, device=clip.device)
     cut = [crop_boxes(clip[rows, f], patch_boxes(track[rows, f, :2], patch, s), s) for f in (t1, t1 + gap)]
@@ -128,8 +136,15 @@ class Tracking(Method):
             raise UserError(f"tracking: a {settings.patch}-px patch is too small: use patch >= {MIN_PATCH}")
         if 0 < info.frames < 2:
             raise UserError(f"tracking: clips of {info.frames} frame leave nothing to track: use data.frames >= 2")
+        if info.frames and settings.gap >= info.frames:
+            raise UserError(f"tracking: a gap of {settings.gap} frames does not fit clips of {info.frames} frames: "
+                            f"use gap <= {info.frames - 1} (or more frames, data.frames)")
         if 0 < info.batch_size < 2:
             raise UserError("tracking: a batch of one clip has no other clips for negatives: use optim.batch_size >= 2")
+        if settings.loss == "ranking" and 0 < info.batch_size <= settings.hard_negatives:
+            raise UserError(f"tracking: hard_negatives={settings.hard_negatives} is more than the "
+                            f"{info.batch_size - 1} other clips of a batch of {info.batch_size}: use hard_negatives "
+                            f"<= {info.batch_size - 1} (or a larger optim.batch_size)")
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
