@@ -225,7 +225,7 @@ BAD = {
     "missing root": (["--method", "rotation", "--data", "imagefolder", "--root", "nowhere"], "nowhere"),
     "no root": (["--method", "rotation", "--data", "imagefolder"], "data.root"),
     "empty root": (["--method", "rotation", "--data", "imagefolder", "--root", "empty"], "empty"),
-    "corrupt image": (["--method", "rotation", "--data", "imagefolder", "--root", "corrupt"], "1.png"),
+    "corrupt image": (["--method", "rotation", "--data", "imagefolder", "--root", "corrupt", "--set", "optim.batch_size=4"], "1.png"),
     "wrong layout": (["--method", "rotation", "--data", "imagefolder", "--root", "flat"], "wrong layout"),
     "nothing to resume": (["--method", "rotation", "--resume"], "cannot resume"),
     "bad flag": (["--method", "rotation", "--epochs", "two"], "invalid int value"),
