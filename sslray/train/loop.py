@@ -67,8 +67,11 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     model = method.to(ctx.device, memory_format=torch.channels_last)
     core = model
     if ctx.world_size > 1:
+        # gradients are views into DDP's all-reduce buckets (no copy in or out of them); buckets of
+        # 25 MB (DDP's default) are reduced as soon as backward fills them, under the rest of backward
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+            gradient_as_bucket_view=True, bucket_cap_mb=25)
     if cfg.optim.batch_size % ctx.world_size:
         raise ValueError(f"global batch {cfg.optim.batch_size} does not split over {ctx.world_size} workers")
     views = core.input_views()
