@@ -42,3 +42,13 @@ def mlflow_runs():
         return c, (c.search_runs([exp.experiment_id], order_by=["start_time DESC"]) if exp else [])
 
     return _runs
+
+
+
+def assert_probed(metrics: dict, keys, n_test: int = 100) -> None:
+    """Top-1 values a working probe gives: each a whole count of right answers over the ``n_test``
+    test images. Every accuracy lies in [0, 1]; a mean probability, a loss, a rate over another
+    number of images or a top-1 averaged over batches of unequal size mostly is no such count."""
+    for k in keys:
+        v = metrics[k]
+        assert 0 <= v <= 1 and abs(v * n_test - round(v * n_test)) < 1e-6, f"{k} = {v} is no count over {n_test}"

@@ -88,14 +88,25 @@ def test_every_mel_band_must_hold_a_frequency_bin():
         AVC.check_config(AVCSettings(n_mels=122), info())
 
 
-def test_a_training_step_gives_a_finite_loss_and_gradients_everywhere(clips):
+def test_a_training_step_gives_a_finite_loss_and_gradients_everywhere(clips, monkeypatch):
     torch.manual_seed(0)
     video, labels, audio, _ = clips
     method = AVC(AVCSettings(), build_trunk("resnet18", 0.125, image_size=32), info())
     frame = torch.arange(8) % FRAMES
     x = torch.from_numpy(video)[torch.arange(8), frame].float() / 255
+    seen = {}  # the step's logits and pair labels: its loss and accuracy must be their formulas
+    logits_of = method.logits
+    monkeypatch.setattr(method, "logits", lambda *a: seen.setdefault("logits", logits_of(*a)))
+    import sslray.methods.avc as avc
+
+    monkeypatch.setattr(avc, "pair_audio", lambda *a: seen.setdefault("pairs", pair_audio(*a)))
     out = method([x], torch.from_numpy(labels), torch.arange(8), audio=torch.from_numpy(audio), frame=frame)
-    assert torch.isfinite(out["loss"]) and 0 <= float(out["acc"]) <= 1
+    logits, label = seen["logits"].detach().float(), seen["pairs"][2]
+    assert logits.shape == (8, 2) and set(label.tolist()) <= {0, 1}
+    assert torch.isfinite(out["loss"]) and float(out["loss"].detach()) == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits, label)), rel=1e-6)
+    # the share of the 8 pairs told right (own sound or another clip's): a whole number of eighths
+    assert float(out["acc"]) == float((logits.argmax(1) == label).float().mean()) and float(out["acc"] * 8).is_integer()
     assert float(out["loss"].detach()) == pytest.approx(np.log(2), abs=0.5)  # near chance, untrained
     out["loss"].backward()
     for part in (method.trunk, method.audio_net, method.vision_fc, method.audio_fc, method.fusion):

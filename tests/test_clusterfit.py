@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, assert_probed
 
 from sslray import LAYERS
 from sslray.cli import main
@@ -54,8 +54,7 @@ def test_clusterfit_from_a_finished_run_is_linked_to_it_and_logs_every_layer(sou
     assert p["settings.source"] == str(run_dir.resolve())  # absolute: Ray workers run in other folders
     assert p["method.clusters"] == "10" and p["method.layer"] == "res5" and p["method.source_method"] == "rotation"
     assert int(p["method.cluster_size_min"]) >= 0 and 0 < float(p["method.kmeans_mean_cosine"]) <= 1
-    for layer in LAYERS:
-        assert 0 <= run.data.metrics[f"transfer/{layer}/top1"] <= 1
+    assert_probed(run.data.metrics, [f"transfer/{layer}/top1" for layer in LAYERS])
 
     # distillation from the same source, named by its MLflow run id this time
     assert main(["train", "--method", "distill", "--epochs", "1", "--set", f"source={source_id}",

@@ -123,10 +123,24 @@ def test_ebm_pcd_step_writes_its_negatives_back_and_logs_energies():
     info = DataInfo(10, 64, 16, 8)
     m = cls(cls.Settings(langevin_steps=2), build_trunk("resnet18", 0.125, image_size=16), info)
     assert m.chains.size == 64
+    energies, drawn = [], []  # every energy the step computes, and the chains it drew
+    energy_of, draw = m.energy_of, m.chains.draw
+    m.energy_of = lambda f: energies.append(energy_of(f)) or energies[-1]
+    m.chains.draw = lambda n: drawn.append(draw(n)) or drawn[-1]
     out = m([torch.rand(8, 3, 16, 16)], None, torch.arange(8))
     out["loss"].backward()
     assert {"energy_data", "energy_neg", "energy_start", "acc"} <= set(out)
-    assert abs(float(out["energy_data"])) <= 5 and m.trunk.conv1.weight.grad is not None
+    # two Langevin steps on the chains, then one pass over images and negatives together
+    assert [len(e) for e in energies] == [8, 8, 16] and m.trunk.conv1.weight.grad is not None
+    e_pos, e_neg = energies[-1].detach().chunk(2)
+    assert float(out["energy_data"]) == pytest.approx(float(e_pos.mean()))
+    assert float(out["energy_neg"]) == pytest.approx(float(e_neg.mean()))
+    assert float(out["energy_start"]) == pytest.approx(float(energies[0].detach().mean()))
+    assert float(out["acc"]) == float((e_pos < e_neg).float().mean()) and float(out["acc"] * 8).is_integer()
+    assert float(out["loss"].detach()) == pytest.approx(float(e_pos.mean() - e_neg.mean() + e_pos.pow(2).mean()
+                                                     + e_neg.pow(2).mean()), rel=1e-5)  # alpha 1
+    (slots, _, _), = drawn  # the negatives went back to the slots they were drawn from
+    assert torch.allclose(m.chains.chains[slots].float(), m.last_negatives.float(), atol=1e-3)
     fig = m.figures()["negatives.png"]
     assert len([a for a in fig.axes if a.images]) == 8
 

@@ -100,14 +100,24 @@ def test_ranking_loss_takes_the_hardest_negatives():
 
 
 @pytest.mark.parametrize("loss", ["ranking", "infonce"])
-def test_a_training_step_gives_a_finite_loss_and_gradients(clips, loss):
+def test_a_training_step_gives_a_finite_loss_and_gradients(clips, loss, monkeypatch):
+    import sslray.methods.tracking as tracking
+
     video, labels, track, _ = clips
     torch.manual_seed(0)
     info = DataInfo(10, 8, 32, 8, ("clip", "track"), frames=16, fps=8)
     settings = TrackingSettings(loss=loss)
     method = Tracking(settings, build_trunk("resnet18", 0.125, image_size=32), info)
+    seen = []  # the step's similarities: its loss and accuracy must be their formulas
+    monkeypatch.setattr(tracking, "pair_similarities", lambda q, k: seen.append(pair_similarities(q, k)) or seen[-1])
     out = method([video[:, 8]], labels, torch.arange(8), clip=video, track=track)
-    assert torch.isfinite(out["loss"]) and out["loss"] > 0 and 0 <= out["acc"] <= 1
+    (pos, neg), = seen
+    assert pos.shape == (8,) and neg.shape == (8, 7)  # every other clip of the batch is a negative
+    want = ranking_loss(pos, neg, settings.margin, settings.hard_negatives) if loss == "ranking" else \
+        info_nce(pos, neg, settings.temperature)
+    assert torch.isfinite(out["loss"]) and out["loss"] > 0 and float(out["loss"].detach()) == pytest.approx(float(want.detach()))
+    # the share of queries whose tracked patch beats every other clip: a whole number of the 8
+    assert float(out["acc"]) == float((pos > neg.amax(1)).float().mean()) and float(out["acc"] * 8).is_integer()
     out["loss"].backward()
     # DDP (find_unused_parameters=False) needs every parameter in the graph
     grads = [p.grad for p in method.parameters() if p.requires_grad]
@@ -161,8 +171,18 @@ def test_config_check_refuses_what_cannot_work(settings, info, says):
 
 
 def test_config_check_accepts_the_defaults_and_data_without_clips():
-    Tracking.check_config(TrackingSettings(), _info())
-    Tracking.check_config(TrackingSettings(), _info(frames=0))  # no clips: refused elsewhere, no crash here
-    Tracking.check_config(TrackingSettings(patch=32), _info(batch=0))
-    Tracking.check_config(TrackingSettings(gap=15, hard_negatives=7), _info(batch=8))  # the last frame, all others
-    Tracking.check_config(TrackingSettings(loss="infonce", hard_negatives=8), _info(batch=8))  # unused by infonce
+    assert Tracking.check_config(TrackingSettings(), _info()) is None
+    assert Tracking.check_config(TrackingSettings(), _info(frames=0)) is None  # no clips: refused elsewhere
+    assert Tracking.check_config(TrackingSettings(patch=32), _info(batch=0)) is None
+    # each bound is accepted exactly at its edge and refused one step past it
+    from sslray.methods.tracking import MIN_PATCH
+
+    for ok, bad, says in [((dict(patch=32), _info()), (dict(patch=33), _info()), "33-px patch is larger"),
+                          ((dict(patch=MIN_PATCH), _info()), (dict(patch=MIN_PATCH - 1), _info()), "too small"),
+                          ((dict(gap=1), _info(frames=2)), (dict(gap=1), _info(frames=1)), "clips of 1 frame"),
+                          ((dict(hard_negatives=1), _info(batch=2)), (dict(hard_negatives=1), _info(batch=1)), "a batch of one clip")]:
+        assert Tracking.check_config(TrackingSettings(**ok[0]), ok[1]) is None
+        with pytest.raises(UserError, match=says):
+            Tracking.check_config(TrackingSettings(**bad[0]), bad[1])
+    assert Tracking.check_config(TrackingSettings(gap=15, hard_negatives=7), _info(batch=8)) is None  # the last frame
+    assert Tracking.check_config(TrackingSettings(loss="infonce", hard_negatives=8), _info(batch=8)) is None  # unused

@@ -60,22 +60,28 @@ def bench_search(methods=("rotation", "jigsaw"), trials: int = 4, images: int = 
             runs = sorted(store.children(store.experiment(study.name), result["parent_run_id"]),
                           key=lambda r: r.info.end_time or 0)
             found[search] = {"wall": wall, "runs": [(len(store.history(r.info.run_id, "train/loss")),
-                                                     r.data.metrics.get(study.objective.metric)) for r in runs]}
+                                                     r.data.metrics.get(study.objective.metric),
+                                                     {"method": r.data.params.get("method"),
+                                                      "optim.lr": float(r.data.params.get("optim.lr", "nan"))})
+                                                    for r in runs]}
     grid, tpe = found["grid"], found["tpe"]
-    grid_epochs = sum(e for e, _ in grid["runs"])
-    grid_best = max((v for _, v in grid["runs"] if v is not None), default=float("nan"))
+    grid_epochs = sum(e for e, _, _ in grid["runs"])
+    grid_best = max((v for _, v, _ in grid["runs"] if v is not None), default=float("nan"))
     spent, reached, best = 0, None, float("-inf")
-    for trained, value in tpe["runs"]:
+    for trained, value, _ in tpe["runs"]:
         spent += trained
         if value is not None:
             best = max(best, value)
             if reached is None and value >= grid_best - 0.01:
                 reached = spent
     ratio = reached / grid_epochs if reached is not None and grid_epochs else float("inf")
+    # each trial (in the order they ended): epochs trained, objective (None: stopped before evaluation), setting
+    per_trial = {s: [{"epochs": e, "objective": v, **prm} for e, v, prm in found[s]["runs"]] for s in found}
     rows = [{"search": f"grid ({len(grid['runs'])} points)", "trials": len(grid["runs"]), "epochs": grid_epochs,
-             "best": grid_best, "wall": grid["wall"]},
+             "best": grid_best, "wall": grid["wall"], "runs": per_trial["grid"]},
             {"search": f"TPE+ASHA ({trials} trials)", "trials": len(tpe["runs"]), "epochs": spent,
-             "best": best if math.isfinite(best) else None, "wall": tpe["wall"], "to_reach": reached}]
+             "best": best if math.isfinite(best) else None, "wall": tpe["wall"], "to_reach": reached,
+             "runs": per_trial["tpe"]}]
     columns = [("search", "search", ""), ("trials", "trials", ""), ("epochs", "epochs", ""),
                ("best", "best top-1", ".3f"), ("to_reach", "epochs to within 1 pt", ""), ("wall", "wall s", ".0f")]
     notes = [] if reached is not None else [f"TPE+ASHA never came within 1 point of the grid's best "
