@@ -87,3 +87,14 @@ def test_r2_14_an_interrupted_prepare_exits_130_and_leaves_no_partial_shards(tmp
         in last and last.endswith("; run it again: sslray data prepare t --out out --shard-rows 1"), last
     assert not (tmp_path / "out").exists()  # nothing half-written is left to train on
     assert "Traceback" not in err
+
+
+def test_r2_15_a_successful_two_worker_run_prints_no_traceback(tmp_path):
+    """Ray's teardown once printed tracebacks after a successful run (the train controller's
+    GetTimeoutError, workers' SystemExit): a user reads them as failures."""
+    cmd = [sys.executable, "-m", "sslray", "train", "--method", "simclr", "--workers", "2", "--epochs", "1",
+           "--set", "data.limit=40", "--set", "data.test_limit=20", "--set", "trunk.width=0.125",
+           "--set", "optim.batch_size=20", "--set", "eval.probe_epochs=2", "--quiet"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("run ") and "Traceback" not in r.stderr and "SystemExit" not in r.stderr, r.stderr
