@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-from .errors import UserError
+from .errors import Interrupted, UserError
+from .paths import check_output
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,6 +165,8 @@ def cmd_train(args) -> int:
                                           for i in range(args.seeds)]
     data_cpus = cfg.data.cpus_per_worker if cfg.data.source == "stream" else 0.0
     preflight(cfg, run_dir, None, data_cpus)  # before any data is read or decoded
+    if run_dir is not None:
+        run_dir.hold()  # before any work: a run another process is training (or resuming) is refused
     results = []
     try:
         for i, c in enumerate(cfgs):
@@ -229,7 +232,11 @@ def cmd_sweep(args) -> int:
     if args.samples is not None:
         overrides["budget.trials"] = args.samples
     study = load_study(args.study, overrides)
-    result = sweep(study, address=args.address, resume=args.resume, output_dir=args.output_dir)
+    try:
+        result = sweep(study, address=args.address, resume=args.resume, output_dir=args.output_dir)
+    except (Interrupted, KeyboardInterrupt) as e:
+        what = str(e) if isinstance(e, Interrupted) else f"sweep of study {study.name} interrupted"
+        raise Interrupted(f"{what}; {_sweep_again(args, study)}") from None
     best = result["best"]
     print(f"study {study.name}: {result['trials']} trials, parent run {result['parent_run_id']}")
     if best:
@@ -239,6 +246,26 @@ def cmd_sweep(args) -> int:
         print(f"best: {best['method']} {swept}  {metric} = {100 * best[metric]:.1f}%{seeds}  (run {best['run_id']})")
     print(f"answer: sslray report {study.name}")
     return 0
+
+
+def _sweep_again(args, study) -> str:
+    """How to finish an interrupted sweep: the same command with --resume, once Tune saved its
+    state; before that (interrupted while starting), the same command again."""
+    import shlex
+
+    from ray import tune
+
+    from .sweep.runner import study_dir
+
+    can = tune.Tuner.can_restore(str(study_dir(study, args.output_dir) / "tune" / study.name))
+    argv = ["sslray", "sweep", args.study, *(["--resume"] if can else [])]
+    for flag, value in (("--output-dir", args.output_dir if args.output_dir != "runs" else None),
+                        ("--samples", args.samples), ("--address", args.address)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for item in args.set:
+        argv += ["--set", item]
+    return f"finish it with: {shlex.join(argv)}" if can else f"nothing was saved to resume; run it again: {shlex.join(argv)}"
 
 
 def cmd_report(args) -> int:
@@ -265,11 +292,22 @@ def cmd_data_prepare(args) -> int:
                                    ("--shard-rows", args.shard_rows, 1, 10**7), ("--quality", args.quality, 1, 100)):
         if not low <= value <= high:
             raise UserError(f"data prepare: {flag} must be in [{low}, {high}] (got {value})")
+    check_output(args.out, "folder", what="data prepare: cannot write the shards to")  # before Ray starts
     try:
         cfg = DataConfig(name="manifest" if args.manifest else "imagefolder", root=args.root)
     except ValidationError as e:
         raise UserError(f"data prepare: {validation_message(e)}") from None
-    summary = prepare(cfg, args.out, args.short_side, args.shard_rows, args.quality, args.seed)
+    try:
+        summary = prepare(cfg, args.out, args.short_side, args.shard_rows, args.quality, args.seed)
+    except (Interrupted, KeyboardInterrupt) as e:
+        import shlex
+
+        argv = ["sslray", "data", "prepare", args.root, "--out", args.out, *(["--manifest"] if args.manifest else [])]
+        for flag, value, default in (("--short-side", args.short_side, 256), ("--shard-rows", args.shard_rows, 1000),
+                                     ("--quality", args.quality, 90), ("--seed", args.seed, 0)):
+            argv += [flag, str(value)] if value != default else []
+        what = str(e) if isinstance(e, Interrupted) else "data prepare interrupted"
+        raise Interrupted(f"{what}; run it again: {shlex.join(argv)}") from None
     for split, s in summary["splits"].items():
         bad = f", {len(s['unreadable'])} unreadable skipped (e.g. {s['unreadable'][0]})" if s["unreadable"] else ""
         print(f"{split}: {s['written']} of {s['images']} images{bad}")
@@ -304,21 +342,29 @@ def ui_argv(exe: str, host: str, port: int) -> list[str]:
 def cmd_ui(args) -> int:
     import shutil
 
-    from .tracking import Store, tracking_uri
-    from .tracking.ui import has_store, newest_runs, server_url
+    from .tracking import Store, check_store_path, tracking_uri
+    from .tracking.ui import ServerStopped, check_address, has_store, newest_runs, serve, server_url
 
     exe = shutil.which("mlflow")
     if exe is None:
         raise UserError("the mlflow command is not on PATH; reinstall with `pip install -e .`")
     base, uri = server_url(args.host, args.port), tracking_uri()
-    print(f"MLflow UI on {base}  (store {uri})")
+    check_address(args.host, args.port)  # a taken port, an unknown host: before a store is created
+    check_store_path(uri)  # a folder, or a place no database can be made
     newest = newest_runs(Store(uri), base) if has_store(uri) else None
-    if newest:
-        what, url = newest
-        print(f"newest {what}: {url}")
-    print('from the home page: pick "Model training" in the sidebar switch, then open an experiment', flush=True)
-    os.execv(exe, ui_argv(exe, args.host, args.port))
-    return 0  # pragma: no cover
+
+    def serving():  # said only once the server answers
+        print(f"MLflow UI on {base}  (store {uri})")
+        if newest:
+            what, url = newest
+            print(f"newest {what}: {url}")
+        print('from the home page: pick "Model training" in the sidebar switch, then open an experiment', flush=True)
+
+    try:
+        return serve(ui_argv(exe, args.host, args.port), args.host, args.port, serving)
+    except ServerStopped as e:
+        print(f"sslray: error: {e}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"sslray: error: {e}", file=sys.stderr)
         return UserError.exit_code
+    except Interrupted as e:  # what was left unfinished, and how to finish it
+        print(f"sslray: {e}", file=sys.stderr)
+        return Interrupted.exit_code
     except KeyboardInterrupt:
         print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from typing import Any
 from . import LAYERS
 from .config import IGNORED, flatten_tree, setting_key
 from .errors import UserError
+from .paths import FIGURE_SUFFIXES, check_output
 from .stats import LEVEL, METHOD, Interval, check_level, layer_intervals, separability
 from .table import layer_table, pct
 from .tracking import RunDir
@@ -121,6 +122,8 @@ def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
 def compare(targets: list[str], runs: str = "runs", plot: str | None = None, invariance: bool = True,
             level: float = LEVEL) -> str:
     level = check_level(level)
+    if plot:  # before any table is made: a plot that cannot be written is no half-done comparison
+        check_output(plot, "file", FIGURE_SUFFIXES, what="compare: cannot write the plot to")
     loaded = [load_run(t, runs) for t in targets]
     groups = group_runs(loaded)
     names = labels([g[0] for g in groups])

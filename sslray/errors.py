@@ -12,3 +12,13 @@ class UserError(Exception):
 
     def __str__(self) -> str:  # keep it to one line whatever the message
         return " ".join(str(self.args[0] if self.args else "").split())
+
+
+class Interrupted(Exception):
+    """A command stopped by the user (SIGINT, Ctrl-C) before its end: the message says what was left
+    unfinished and how to finish it; printed as one line, exit status 130 (128 + SIGINT)."""
+
+    exit_code = 130
+
+    def __str__(self) -> str:
+        return " ".join(str(self.args[0] if self.args else "").split())

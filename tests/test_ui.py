@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sslray.cli import main
 from sslray.tracking import Store
 from sslray.tracking.store import KIND_TAG, TRAINING_KIND
 from sslray.tracking.ui import compare_url, newest_runs, runs_url, server_url, ui_url
+from sslray.tracking import ui
 
 
 def _fragment(url: str) -> tuple[str, dict[str, str]]:
@@ -93,22 +93,42 @@ def test_sslray_ui_prints_the_server_and_the_newest_study_runs_address(monkeypat
     store = Store()
     _study_run(store, "lr")
     execs = []
-    monkeypatch.setattr(os, "execv", lambda exe, argv: execs.append(argv))  # print, but start no server
-    assert main(["ui", "--port", "5123"]) == 0
+    port = _free_port()
+    monkeypatch.setattr(ui, "serve", _served(execs))  # print, but start no server
+    assert main(["ui", "--port", str(port)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("MLflow UI on http://127.0.0.1:5123  (store sqlite:///")
-    expected = runs_url("http://127.0.0.1:5123", store.experiment("lr"), "lr", "max transfer/res3/top1")
+    assert out[0].startswith(f"MLflow UI on http://127.0.0.1:{port}  (store sqlite:///")
+    expected = runs_url(f"http://127.0.0.1:{port}", store.experiment("lr"), "lr", "max transfer/res3/top1")
     assert out[1] == f"newest study lr: {expected}"
     assert "Model training" in out[2]
     (argv,) = execs
-    assert argv[1:] == ["ui", "--backend-store-uri", store.uri, "--host", "127.0.0.1", "--port", "5123"]
+    assert argv[1:] == ["ui", "--backend-store-uri", store.uri, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _served(execs: list):
+    """A stand-in for :func:`sslray.tracking.ui.serve`: the server "starts" at once and ends."""
+    def serve(argv, host, port, on_start):
+        execs.append(argv)
+        on_start()
+        return 0
+
+    return serve
 
 
 def test_sslray_ui_on_a_folder_without_a_store_creates_none(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(os, "execv", lambda exe, argv: None)
-    assert main(["ui"]) == 0
+    port = _free_port()
+    monkeypatch.setattr(ui, "serve", _served([]))
+    assert main(["ui", "--port", str(port)]) == 0
     out = capsys.readouterr().out
-    assert "MLflow UI on http://127.0.0.1:5000" in out and "newest" not in out
+    assert f"MLflow UI on http://127.0.0.1:{port}" in out and "newest" not in out
     assert not (tmp_path / "mlflow.db").exists()
 
 

@@ -11,8 +11,13 @@ import numpy as np
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SSLRAY_CACHE") or Path.home() / ".cache" / "sslray"
-    path = Path(root)
+    """The cache folder, created if missing; one that cannot be (a file, an unwritable place) is a
+    one-line UserError before anything is decoded."""
+    from ..paths import check_output
+
+    env = os.environ.get("SSLRAY_CACHE")
+    path = check_output(env or Path.home() / ".cache" / "sslray", "folder",
+                        what=f"{'SSLRAY_CACHE' if env else 'the data cache'}: cannot use")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from .imageset import balanced_first, class_rank
+from .remote import open_root
 
 SPLIT_NAMES = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
@@ -74,11 +75,11 @@ class FileTree:
 
         self.uri = "://" in root
         try:
-            if self.uri:
-                self.fs, self.base = pafs.FileSystem.from_uri(root)
+            if self.uri:  # within a deadline ($SSLRAY_REMOTE_TIMEOUT), not the library's minutes of retries
+                self.fs, self.base, info = open_root(root)
             else:
                 self.fs, self.base = pafs.LocalFileSystem(), str(Path(root).expanduser().resolve())
-            info = self.fs.get_file_info(self.base)
+                info = self.fs.get_file_info(self.base)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot reach data root {root}: {str(e).splitlines()[0]}") from None
         if info.type == pafs.FileType.NotFound:

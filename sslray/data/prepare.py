@@ -6,7 +6,9 @@ re-encoded as JPEG after resizing its shorter side to at most ``short_side`` px,
 stable index (the image's row in the collection's catalogue). Rows are dealt to shards in a seeded
 random order, so every shard mixes the classes. ``DIR/classes.json`` names the classes and
 ``DIR/meta.json`` records what was written. Shards are written by Ray tasks in parallel, each to a
-temporary name renamed when complete: a crash never leaves a half-written shard under its name.
+temporary name renamed when complete: a crash never leaves a half-written shard under its name,
+and ``meta.json`` is written last. Interrupted (Ctrl-C), it stops its tasks and removes what it
+wrote, so no partial collection is left to train on.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..progress import bar
 
 
@@ -85,34 +87,62 @@ def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, qualit
     cats = {split: catalogue(cfg, split) for split in ("train", "test")}  # every bad input fails before writing
     connect(None)
     task = ray.remote(num_cpus=1)(write_shard)
-    existed = target.exists()
+    created = not target.exists()
     target.mkdir(parents=True, exist_ok=True)
     jobs, summary = {}, {"short_side": short_side, "quality": quality, "seed": seed, "source": cfg.root, "splits": {}}
-    for split, cat in cats.items():
-        order = np.random.default_rng([seed, 0 if split == "train" else 1]).permutation(len(cat))
-        for s, start in enumerate(range(0, len(cat), shard_rows)):
-            rows = order[start : start + shard_rows]
-            path = str(target / f"{split}-{s:05d}.parquet")
-            jobs[task.remote(path, [cat.locations[i] for i in rows], cat.labels[rows], rows, short_side, quality)] = split
-        summary["splits"][split] = {"images": len(cat), "written": 0, "unreadable": []}
-    (target / "classes.json").write_text(json.dumps(cats["train"].classes))
-    pending = list(jobs)
-    with bar(total=len(pending), desc=f"prepare {Path(cfg.root).name}", unit="shard") as progress:
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            written, bad = ray.get(done[0])
-            split = summary["splits"][jobs[done[0]]]
-            split["written"] += written
-            split["unreadable"] += bad
-            progress.update(1)
-    empty = [(name, s) for name, s in summary["splits"].items() if s["images"] and not s["written"]]
-    if empty:  # shards of nothing: remove what this call wrote (the folder was new or empty) and say why
-        import shutil
-
-        for p in ([target] if not existed else list(target.iterdir())):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        name, s = empty[0]
-        raise UserError(f"no image of the {name} split could be read ({len(s['unreadable'])} unreadable, e.g. "
-                        f"{s['unreadable'][0]}): nothing was written")
-    (target / "meta.json").write_text(json.dumps(summary, indent=1))
+    pending: list = []
+    try:
+        for split, cat in cats.items():
+            order = np.random.default_rng([seed, 0 if split == "train" else 1]).permutation(len(cat))
+            for s, start in enumerate(range(0, len(cat), shard_rows)):
+                rows = order[start : start + shard_rows]
+                path = str(target / f"{split}-{s:05d}.parquet")
+                jobs[task.remote(path, [cat.locations[i] for i in rows], cat.labels[rows], rows, short_side,
+                                 quality)] = split
+            summary["splits"][split] = {"images": len(cat), "written": 0, "unreadable": []}
+        (target / "classes.json").write_text(json.dumps(cats["train"].classes))
+        pending = list(jobs)
+        with bar(total=len(pending), desc=f"prepare {Path(cfg.root).name}", unit="shard") as progress:
+            while pending:
+                # a short wait, so that Ctrl-C (SIGINT) reaches this loop at once, not after the shards
+                done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                if not done:
+                    continue
+                written, bad = ray.get(done[0])
+                split = summary["splits"][jobs[done[0]]]
+                split["written"] += written
+                split["unreadable"] += bad
+                progress.update(1)
+        empty = [(name, s) for name, s in summary["splits"].items() if s["images"] and not s["written"]]
+        if empty:  # shards of nothing: remove what this call wrote and say why
+            _remove_partial(target, created)
+            name, s = empty[0]
+            raise UserError(f"no image of the {name} split could be read ({len(s['unreadable'])} unreadable, e.g. "
+                            f"{s['unreadable'][0]}): nothing was written")
+        (target / "meta.json").write_text(json.dumps(summary, indent=1))  # written last: the shards are whole
+    except KeyboardInterrupt:
+        for ref in pending:  # stop the shards still being written before their files are removed
+            ray.cancel(ref, force=True)
+        for ref in pending:
+            try:
+                ray.get(ref, timeout=30)
+            except Exception:  # cancelled, as asked
+                pass
+        _remove_partial(target, created)
+        raise Interrupted(f"data prepare interrupted: {len(jobs) - len(pending)} of {len(jobs)} shards were "
+                          f"written; removed them{' and ' + out if created else ' from ' + out} so that no "
+                          f"partial collection is left to train on") from None
     return summary
+
+
+def _remove_partial(target: Path, created: bool) -> None:
+    """What an interrupted prepare wrote: the shards (whole or temporary), classes.json; the folder
+    too if this run made it (``--out`` was new or empty, so nothing else is in it)."""
+    import shutil
+
+    if created:
+        shutil.rmtree(target, ignore_errors=True)
+        return
+    for p in target.iterdir():
+        if p.name == "classes.json" or p.name.endswith((".parquet", ".parquet.tmp")):
+            p.unlink(missing_ok=True)

@@ -16,7 +16,8 @@ from .. import LAYERS
 from ..errors import UserError
 from ..stats import METHOD, interval, layer_intervals, separability
 from ..table import layer_table
-from ..tracking import Store, store_exists, tracking_uri, writable
+from ..paths import check_output
+from ..tracking import Store, store_exists, tracking_uri
 from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .figures import _group, _over_epochs, _pairs, _plots, _transforms
@@ -50,12 +51,11 @@ def _num(v):
 
 def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     base = ui_url(tracking_uri(uri))  # a bad $SSLRAY_UI_URL fails here, before any work
+    check_output(Path(out_dir) / name, "folder", what="report: cannot write the figures to")
     if not store_exists(uri):
         raise UserError(f"no study {name!r}: there is no MLflow store at {tracking_uri(uri)} (run `sslray sweep` here first)")
     store = Store(uri)
     parent, study, children = study_runs(name, store)
-    if not writable(Path(out_dir) / name):
-        raise UserError(f"report: cannot write the figures to {Path(out_dir) / name} (permissions)")
     mode, metric = study.objective.mode, study.objective.metric
     swept = [param_name(k) for k in study.space.params]
     x_key = param_name(study.report.x) if study.report.x else None

@@ -21,7 +21,8 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX
 
 from ..config import group_id
-from ..errors import UserError
+from ..errors import Interrupted, UserError
+from ..paths import Held, check_output, lock_file
 from ..tracking import RunDir, Store, Tracker
 from .stops import Stop, StopReason, failure
 from .study import STUDY_ARTIFACT, Study, applies, param_name, trial_overrides
@@ -236,20 +237,35 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
     """Run a study (MLflow store ``uri``, default :func:`~sslray.tracking.tracking_uri`); returns
     ``{"parent_run_id", "trials", "best", "errors"}``."""
     from ray import tune
-    from ray.tune.schedulers import FIFOScheduler
-    from ray.tune.search import ConcurrencyLimiter
-
-    from ..cluster import connect
 
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # per-epoch results lack the objective
     # an interrupted sweep (Ctrl-C, SIGINT to the driver) stops its trials; a trial actor that does
     # not stop on request is killed after this many seconds (Tune's default: 600). Trials
     # checkpoint every epoch and --resume continues them, so 30 s is all the grace they need.
     os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "30")
+    check_output(output_dir, "folder", what="sweep: cannot write to --output-dir")
     root = study_dir(study, output_dir)
+    check_output(root, "folder", what="sweep: cannot write the study's folder")
     storage = root / "tune"
     if resume and not tune.Tuner.can_restore(str(storage / study.name)):
         raise UserError(f"cannot resume study {study.name}: no sweep state in {storage / study.name}")
+    # one sweep of a study per folder at a time: a second would make a second parent run
+    # (and, resumed, run the same trials twice); released when this process ends, however
+    held = Held(lock_file(root, "study"), f"study {study.name} is being swept in {output_dir} by another "
+                                          f"`sslray sweep`; wait for it to end, or use another --output-dir")
+    try:
+        return _sweep(study, address, resume, root, storage, uri)
+    finally:
+        held.release()
+
+
+def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage: Path, uri: str | None) -> dict:
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+
+    from ..cluster import connect
+
     connect(address)
     n_conc = concurrency(study)
     b = study.budget
@@ -267,7 +283,7 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
                                      uri=store.uri, root=str(root))
     resources = {"CPU": b.cpus_per_trial, "GPU": b.gpus_per_trial} if b.workers_per_trial == 1 else {"CPU": 0}
     trainable = tune.with_resources(trainable, resources)
-    results = None
+    results, status = None, "FAILED"
     try:
         if resume:
             tuner = tune.Tuner.restore(str(storage / study.name), trainable=trainable,
@@ -298,13 +314,33 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
                 run_config=tune.RunConfig(name=study.name, storage_path=str(storage), verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=0)))
         results = tuner.fit()
+        status = "FINISHED"
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune took over SIGINT
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
-        summary = finalize(study, parent_id, store)
+        done = results.num_terminated + results.num_errors if results is not None else 0
+        if status == "FINISHED" and done < planned_trials(study):
+            status = "KILLED"  # Tune caught a Ctrl-C and stopped early, without an error
+        summary = finalize(study, parent_id, store, status)
+    if status == "KILLED":
+        raise Interrupted(f"sweep of study {study.name} interrupted: {done} of {planned_trials(study)} trials ended, "
+                          f"the rest never ran or were stopped (the study's MLflow run is marked KILLED)")
     return {"parent_run_id": parent_id, **summary, "errors": results.num_errors if results is not None else None}
 
 
-def finalize(study: Study, parent_id: str, store: Store) -> dict:
-    """Give every child run its stop reason and status; return the best completed trial."""
+def planned_trials(study: Study) -> int:
+    """How many trials the study runs: every grid point, or ``budget.trials`` suggestions, each seed apart."""
+    b = study.budget
+    return (len(grid_points(study)) if study.search == "grid" else b.trials) * b.seeds
+
+
+def finalize(study: Study, parent_id: str, store: Store, status: str = "FINISHED") -> dict:
+    """Give every child run its stop reason and status, and the study's run ``status``; return the
+    best completed trial."""
     exp = store.experiment(study.name)
     children = store.children(exp, parent_id)
     sign = 1 if study.objective.mode == "max" else -1
@@ -324,7 +360,7 @@ def finalize(study: Study, parent_id: str, store: Store) -> dict:
         value = r.data.metrics.get(study.objective.metric)
         if reason.stop is Stop.COMPLETED and value is not None:
             done.setdefault(r.data.tags.get("sslray.group", r.info.run_id), []).append((r, value))
-    store.set_status(parent_id, "FINISHED")
+    store.set_status(parent_id, status)
     out = {"trials": len(children), "best": None}
     if done:  # the best configuration by the mean of its seeds; its best seed's run stands for it
         runs = max(done.values(), key=lambda rs: sign * sum(v for _, v in rs) / len(rs))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import Strict, set_dotted, validation_message
 from ..errors import UserError
@@ -158,6 +158,18 @@ class Study(Strict):
     seed: int = 0
     #: resolved search space (filled by :func:`load_study`)
     space: SearchSpace | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _usable_name(cls, name: str) -> str:
+        # the name is an MLflow experiment, a folder (runs/sweeps/<name>) and a quoted search filter
+        if not name.strip():
+            raise ValueError("a study needs a name: it names its MLflow experiment and its folder")
+        bad = sorted({c for c in name if c in "/\\'\"\0" or not c.isprintable()})
+        if bad or name.strip() in (".", ".."):
+            raise ValueError(f"{name!r} cannot name a folder and an MLflow experiment"
+                             + (f" (no {' '.join(map(repr, bad))})" if bad else ""))
+        return name
 
 
 def _read_yaml(path: Path) -> dict:

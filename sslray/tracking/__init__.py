@@ -2,6 +2,6 @@
 (:class:`RunDir`)."""
 
 from .rundir import RunDir, load_torch, save_torch, writable
-from .store import DEFAULT_URI, Store, Tracker, store_exists, tracking_uri
+from .store import DEFAULT_URI, Store, Tracker, check_store_path, store_exists, tracking_uri
 
-__all__ = ["DEFAULT_URI", "RunDir", "Store", "Tracker", "load_torch", "save_torch", "store_exists", "tracking_uri", "writable"]
+__all__ = ["DEFAULT_URI", "check_store_path", "RunDir", "Store", "Tracker", "load_torch", "save_torch", "store_exists", "tracking_uri", "writable"]

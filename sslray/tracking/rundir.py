@@ -11,6 +11,7 @@
         per_layer.png    the per-layer figure
         features/        cached frozen features of the evaluation
         debug/           instrumentation (debug.record_steps, debug.kill_at)
+        .lock            held (flock) by the process training the run, so no second one resumes it
 
 Torch files hold plain tensors and primitives only, are written atomically (a crash mid-write
 never corrupts the last good file) and are loaded with ``weights_only=True``.
@@ -52,20 +53,10 @@ def load_torch(path: str | Path, what: str = "file", map_location="cpu") -> Any:
 
 
 def writable(path: Path) -> bool:
-    """Whether ``path`` can be written, or created: a file can be made in its deepest existing
-    ancestor (tried, with a temporary file removed at once: permission bits do not stop root)."""
-    import tempfile
+    """Whether ``path`` can be written as a folder, or created (see :func:`sslray.paths.problem`)."""
+    from ..paths import problem
 
-    path = Path(path).expanduser().absolute()
-    while not path.exists():
-        path = path.parent
-    if not path.is_dir():
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            return True
-    except OSError:
-        return False
+    return problem(path, "folder") is None
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -101,6 +92,7 @@ def _matches(config: dict, wanted: dict) -> bool:
 class RunDir:
     CONFIG, META, CHECKPOINT, TRUNK = "config.yaml", "run.json", "checkpoint.pt", "trunk.pt"
     TRANSFER, PLOT, FEATURES, DEBUG = "transfer.json", "per_layer.png", "features", "debug"
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -157,6 +149,18 @@ class RunDir:
     def create(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    def hold(self):
+        """Take the run's lock (the folder must exist) for as long as this process trains it: a
+        second process resuming the run is refused in one line. Returns the lock to release, or
+        None when this object holds it already."""
+        from ..paths import Held
+
+        if getattr(self, "_held", None) is not None and not self._held.released:
+            return None
+        self._held = Held(self.file(self.LOCK), f"run {self.path} is being trained by another sslray process "
+                                                f"(a --resume of it, or its first run); wait for it to end")
+        return self._held
 
     def file(self, name: str) -> Path:
         return self.path / name

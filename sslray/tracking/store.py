@@ -62,6 +62,21 @@ def store_exists(uri: str | None = None) -> bool:
     return not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).exists()
 
 
+def check_store_path(uri: str) -> None:
+    """A SQLite store must be a file, or a file that can be created: MLflow, given a folder (or a
+    path under a file), retries for minutes and warns dozens of times before it gives up."""
+    if not uri.startswith("sqlite:///"):
+        return
+    from ..paths import problem, shown
+
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if path.is_file():
+        return  # read-only is fine for reading commands; MLflow says so if a write fails
+    why = problem(path, "file")
+    if why:
+        raise UserError(f"the MLflow store {shown(uri)} cannot be used ({why})")
+
+
 def _quiet_mlflow() -> None:
     import logging
 
@@ -79,6 +94,7 @@ class Store:
 
         _quiet_mlflow()  # after the import: mlflow sets its own log level when imported
         self.uri = tracking_uri(uri)
+        check_store_path(self.uri)  # a folder or an impossible place: at once, not after MLflow's retries
         with _creation_lock(self.uri):  # two processes creating one new SQLite store race its migration
             try:
                 self.client = MlflowClient(self.uri)

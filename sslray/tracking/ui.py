@@ -85,3 +85,90 @@ def has_store(uri: str) -> bool:
     """Whether the store exists yet (opening a SQLite store creates its file)."""
     prefix = "sqlite:///"
     return not uri.startswith(prefix) or Path(uri[len(prefix):]).exists()
+
+
+def check_address(host: str, port: int) -> None:
+    """The UI can be served on ``host:port``: the host resolves and the port is free on each of its
+    addresses (bound and closed at once). Else a one-line UserError, before anything is written."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(f"ui: cannot resolve --host {host!r} ({getattr(e, 'strerror', None) or e})") from None
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no obstacle
+            try:
+                s.bind(addr)
+            except OSError as e:
+                if e.errno == errno.EADDRINUSE:
+                    raise UserError(f"ui: port {port} on {host} is in use (another server?); "
+                                    f"choose another with --port") from None
+                if e.errno == errno.EADDRNOTAVAIL:
+                    raise UserError(f"ui: --host {host} is not an address of this machine") from None
+                if e.errno == errno.EACCES:
+                    raise UserError(f"ui: no permission to serve on port {port} (ports below 1024 need root)") \
+                        from None
+                raise UserError(f"ui: cannot serve on {host}:{port}: {e.strerror or e}") from None
+
+
+def serve(argv: list[str], host: str, port: int, on_start, start_timeout: float = 120.0) -> int:
+    """Run the UI server ``argv`` until it ends (or Ctrl-C), calling ``on_start()`` once it accepts
+    connections on ``host:port``. Its output is held back until then: a server that stops at start
+    is one line (its last), a UserError-like RuntimeError with its exit status; after the start its
+    output passes through. Returns the server's exit status (0 after Ctrl-C)."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    held: list[str] = []
+    started = threading.Event()
+
+    def relay():  # the server's lines: held until it serves, then passed on
+        for line in proc.stdout:
+            if started.is_set():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+            else:
+                held.append(line)
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    deadline = time.monotonic() + start_timeout
+    try:
+        while not started.is_set():
+            if proc.poll() is not None:
+                reader.join(timeout=2)
+                last = next((ln.strip() for ln in reversed(held) if ln.strip()), "no output")
+                raise ServerStopped(f"ui: the MLflow server stopped at start (exit status {proc.returncode}): "
+                                    f"{last[:300]}")
+            if time.monotonic() > deadline:
+                raise ServerStopped(f"ui: the MLflow server did not start serving on {host}:{port} within "
+                                    f"{start_timeout:.0f} s")
+            try:
+                with socket.create_connection((target, port), timeout=0.5):
+                    started.set()
+            except OSError:
+                time.sleep(0.2)
+        on_start()
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+class ServerStopped(Exception):
+    """The UI server did not start: one line, exit status 1."""

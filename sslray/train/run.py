@@ -13,7 +13,8 @@ from pathlib import Path
 from ..config import flatten
 from ..eval import probe_protocol
 from ..errors import UserError
-from ..tracking import RunDir, Store, Tracker, store_exists, tracking_uri, writable
+from ..paths import check_output
+from ..tracking import RunDir, Store, Tracker, store_exists, tracking_uri
 from .build import Built
 from .checkpoint import LocalCheckpoints
 from .worker import EpochReporter, WorkerSpec, train_worker
@@ -46,8 +47,7 @@ def preflight(cfg, resume: RunDir | None = None, run_dir: RunDir | None = None, 
     from .launch import check_cluster, check_local
 
     where = run_dir.path if run_dir else resume.path if resume else Path(cfg.output_dir)
-    if not writable(where):
-        raise UserError(f"cannot write the run folder {where} (permissions)")
+    check_output(where, "folder", what="cannot write the run folder")
     if cfg.dist.uses_ray():
         check_cluster(cfg, data_cpus)
     else:
@@ -70,14 +70,25 @@ def run(built: Built, *, resume: RunDir | None = None, run_dir: RunDir | None = 
     its MLflow run; ``reporter`` hears of every epoch (a sweep trial's Tune); ``uri`` names the
     MLflow store (default: :func:`~sslray.tracking.tracking_uri`).
     """
-    from .launch import launch_ray
-
-    cfg, method = built.cfg, built.method
+    cfg = built.cfg
     run_dir = resume or run_dir or RunDir.new(cfg.output_dir, cfg.method)
     preflight(cfg, resume, run_dir, cfg.data.cpus_per_worker if built.train.kind == "stream" else 0.0, uri)
     store = Store(uri)
     run_id = resume.mlflow_run_id if resume else None
     run_dir.create()
+    held = run_dir.hold()  # a second process resuming this run is refused until this one ends
+    try:
+        return _drive(built, run_dir, store, run_id, resume, tags, progress, reporter)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _drive(built: Built, run_dir: RunDir, store: Store, run_id: str | None, resume: RunDir | None,
+           tags: dict | None, progress: bool, reporter: EpochReporter | None) -> RunResult:
+    from .launch import launch_ray
+
+    cfg, method = built.cfg, built.method
     tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir.path.resolve()),
             **method.run_tags(), **(tags or {})}
     tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, store=store)
