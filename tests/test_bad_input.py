@@ -418,6 +418,17 @@ def test_the_harness_covers_every_cause_of_the_issue():
     assert causes | {5, 10, 15} == set(range(1, 17))
 
 
+def test_round_two_covers_every_cause_of_the_issue():
+    """Reliability, round two: 15 causes, each a row here (``r2-N``) or a test of its own
+    (``test_r2_N_...``) where it needs a run, two processes or a signal."""
+    import re
+
+    rows = {int(c[0].split()[0][3:]) for c in CASES if c[0].startswith("r2-")}
+    tests = {int(n) for f in Path(__file__).parent.glob("test_*.py")
+             for n in re.findall(r"^def test_r2_(\d+)_", f.read_text(), re.M)}
+    assert rows | tests == set(range(1, 16)), sorted(set(range(1, 16)) - rows - tests)
+
+
 def test_5_replacing_an_image_rebuilds_the_decoded_cache(tmp_path):
     from sslray.config import DataConfig
     from sslray.data import load_data

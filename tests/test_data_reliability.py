@@ -49,7 +49,7 @@ def test_every_split_is_labelled_by_the_training_split_class_list(tmp_path):
     assert mtrain.classes == ["a", "b", "c"] and sorted(set(mtest.labels.tolist())) == [0, 2]
 
 
-def test_a_run_whose_test_split_lacks_a_class_probes_it_correctly(tmp_path, capsys):
+def test_r2_1_a_run_whose_test_split_lacks_a_class_probes_it_correctly(tmp_path, capsys):
     """Train a, b, c; test a, c: the kNN vote on solid colours is perfect (it fell to 50 % when the
     test split numbered its own classes)."""
     root = _tree(tmp_path / "t", "abc", "ac")
@@ -62,7 +62,7 @@ def test_a_run_whose_test_split_lacks_a_class_probes_it_correctly(tmp_path, caps
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_prepare_labels_shards_by_the_training_classes_and_writes_nothing_of_an_unreadable_tree(tmp_path, capsys):
+def test_r2_10_prepare_labels_shards_by_the_training_classes_and_writes_nothing_of_an_unreadable_tree(tmp_path, capsys):
     import pyarrow.parquet as pq
     import ray
 
@@ -86,7 +86,7 @@ def test_prepare_labels_shards_by_the_training_classes_and_writes_nothing_of_an_
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_a_streamed_evaluation_counts_and_names_its_unreadable_images_and_a_blank_stream_fails(
+def test_r2_3_a_streamed_evaluation_counts_and_names_its_unreadable_images_and_a_blank_stream_fails(
         tmp_path, capsys, mlflow_runs):
     import ray
 
