@@ -711,3 +711,17 @@ def test_report_tabulates_what_the_neighbours_share_with_seeds_as_one_row_and_dr
     path = shares_figure("video", groups, {("random", "floor"): metrics(0.0, 0.8)}, tmp_path, 0.95)
     assert path == tmp_path / "shares.png" and path.stat().st_size > 10_000
     assert print_shares({"rotation": [{"retrieval/res4/precision_at_8": 0.3}]}, {}, "res4") == []  # no factors: no table
+
+
+def test_a_multi_worker_trial_asks_tune_for_a_driver_not_for_nothing():
+    """A trial of several Ray Train workers holds only what drives them (Tune refuses a trial that
+    asks for nothing: the sweep used to end in a traceback)."""
+    from ray import tune
+
+    from sslray.sweep.runner import DRIVER_CPU, trial_resources
+    from sslray.sweep.study import Budget
+
+    assert trial_resources(Budget(workers_per_trial=1, cpus_per_trial=2, gpus_per_trial=1)) == {"CPU": 2, "GPU": 1}
+    many = trial_resources(Budget(workers_per_trial=2, cpus_per_trial=2, gpus_per_trial=1))
+    assert many == {"CPU": DRIVER_CPU} and 0 < DRIVER_CPU < 1
+    tune.with_resources(lambda config: None, many)  # raised ValueError with {"CPU": 0}

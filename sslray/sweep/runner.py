@@ -259,6 +259,19 @@ def sweep(study: Study, address: str | None = None, resume: bool = False, output
         held.release()
 
 
+#: what the driver of a multi-worker trial holds: its TorchTrainer's workers hold the CPUs and GPUs
+#: (Tune refuses a trial that asks for nothing at all)
+DRIVER_CPU = 0.01
+
+
+def trial_resources(b) -> dict:
+    """A trial's own resources: a single-worker trial trains in its own process; a multi-worker
+    trial's process only drives a worker group, which asks for the budget's CPUs and GPUs itself."""
+    if b.workers_per_trial == 1:
+        return {"CPU": b.cpus_per_trial, "GPU": b.gpus_per_trial}
+    return {"CPU": DRIVER_CPU}
+
+
 def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage: Path, uri: str | None) -> dict:
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
@@ -281,8 +294,7 @@ def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage:
             print(f"warning: {p}; the report will show no {p.split()[1]}", flush=True)
     trainable = tune.with_parameters(trial_fn, study_json=study.model_dump_json(), parent_id=parent_id,
                                      uri=store.uri, root=str(root))
-    resources = {"CPU": b.cpus_per_trial, "GPU": b.gpus_per_trial} if b.workers_per_trial == 1 else {"CPU": 0}
-    trainable = tune.with_resources(trainable, resources)
+    trainable = tune.with_resources(trainable, trial_resources(b))
     results, status = None, "FAILED"
     try:
         if resume:
