@@ -322,6 +322,9 @@ class DebugConfig(Strict):
     kill_at: list[Annotated[int, Field(ge=0, json_schema_extra=unbounded(
         "a point the run never reaches never fires"))]] | None = Field(
         None, min_length=2, max_length=2, description="[epoch, step]: rank 0 SIGKILLs itself there once")
+    nan_at: list[Annotated[int, Field(ge=0, json_schema_extra=unbounded(
+        "a point the run never reaches never fires"))]] | None = Field(
+        None, min_length=2, max_length=2, description="[epoch, step]: the loss is NaN there (a diverging run)")
 
 
 class RunConfig(Strict):

@@ -337,7 +337,7 @@ CASES = [
     ("r2-7 compare --plot 5,000 characters long", None, ["compare", "nope", "--plot", "p" * 4996 + ".png"],
      "(5000 characters) (the path is too long for the file system)"),
     ("r2-7 study whose name is empty", lambda r: _study(r, "name: ''\n" + STUDY), ["sweep", "s.yaml"],
-     "name: Value error, a study needs a name"),
+     "name: a study needs a name"),
     ("r2-7 study whose name is a path", lambda r: _study(r, "name: ../up\n" + STUDY), ["sweep", "s.yaml"],
      "cannot name a folder and an MLflow experiment (no '/')"),
     ("r2-7 sweep --output-dir unwritable", lambda r: _study(r, STUDY), ["sweep", "s.yaml", "--output-dir", "/proc/sweeps"],

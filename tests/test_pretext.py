@@ -275,9 +275,10 @@ def test_methods_lists_the_pretext_tasks(capsys):
 
 
 BAD = {
-    "too many permutations": (["--method", "jigsaw", "--set", "permutations=362881"], "362880"),
+    "too many permutations": (["--method", "jigsaw", "--set", "permutations=10001"],
+                              "permutations: Input should be less than or equal to 10000"),
     "too few permutations": (["--method", "jigsaw", "--set", "permutations=1"], "permutations"),
-    "grid does not fit": (["--method", "jigsaw", "--set", "grid=20"], "does not fit"),
+    "grid does not fit": (["--method", "jigsaw", "--set", "grid=8"], "a 8x8 tile grid does not fit 32px images"),
     "more permutations than a 2x2 grid has": (["--method", "jigsaw", "--set", "grid=2", "--set", "permutations=25"],
                                               "4! = 24"),
     "unknown task": (["--method", "multitask", "--set", "tasks={rotation: 0.5, nope: 0.5}"], "unknown task 'nope'"),

@@ -116,7 +116,8 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
                 out = compiling.first_step(model, xs, batch.labels, batch.index, extra, opt, amp, ctx)
                 step_model = compiling.model
             else:
-                out = _forward_backward(step_model, xs, batch.labels, batch.index, extra, amp, ctx)
+                out = _forward_backward(step_model, xs, batch.labels, batch.index, extra, amp, ctx,
+                                        poison=cfg.debug.nan_at == [epoch, step])
             opt.step()
             sched.step()
             core.after_step()
@@ -164,9 +165,11 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     return core
 
 
-def _forward_backward(model, xs, labels, index, extra, amp: bool, ctx: DistContext) -> dict:
+def _forward_backward(model, xs, labels, index, extra, amp: bool, ctx: DistContext, poison: bool = False) -> dict:
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model(xs, labels, index, **extra)
+    if poison:  # debug.nan_at: a diverging step, for the tests of what a diverged run records
+        out["loss"] = out["loss"] * float("nan")
     out["loss"].backward()
     return out
 
