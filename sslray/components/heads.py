@@ -30,3 +30,19 @@ class TileHead(nn.Module):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (N, K, D) -> (N, out_dim)
         return self.out(self.tile(feats).flatten(1))
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int = 2, last_bn: bool = False) -> nn.Sequential:
+    """``layers`` fully connected layers, each but the last followed by BN and ReLU (the projectors
+    and predictors of BYOL, SimSiam, Barlow Twins and VICReg); ``last_bn``: BN after the last one
+    too, without ReLU (SimSiam's projector ends in BN)."""
+    widths = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+    parts: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        last = i == layers - 1
+        parts.append(nn.Linear(a, b, bias=last and not last_bn))  # a bias before BN is redundant
+        if not last:
+            parts += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+        elif last_bn:
+            parts.append(nn.BatchNorm1d(b))
+    return nn.Sequential(*parts)
