@@ -53,7 +53,7 @@ def local_side(settings, image_size: int) -> int:
 
 @register
 class DINO(Method):
-    """Self-distillation with no labels: a student matches a centred, sharpened EMA teacher across crops (Caron et al. 2021)."""
+    """A student matches a centred, sharpened EMA teacher across multi-crop views (DINO; Caron et al. 2021)."""
 
     name = "dino"
     Settings = DINOSettings

@@ -6,8 +6,8 @@ over the global batch.
 
 Departure: the expander is 3 layers as in the paper, but 2,048 wide by default instead of 8,192
 (``proj_hidden``/``proj_dim`` set it back); the loss is scaled by ``scale_loss`` = 1/25 (at the
-paper's scale SGD, unlike the paper's LARS, diverges in its first steps here). Each weight may be 0 (the paper's ablations, table 7);
-all three at 0 leave nothing to learn and are refused."""
+paper's scale SGD, unlike the paper's LARS, diverges in its first steps here). Each weight may be
+0 (the paper's ablations); all three at 0 leave nothing to learn and are refused."""
 
 from __future__ import annotations
 
