@@ -383,6 +383,26 @@ CASES = [
      "colorization: out_stride=64 leaves no pixel of the 32-px images to predict"),
     ("r2-11 supervised padding more than half the image", None,
      ["train", "--method", "supervised", "--set", "pad=17", *TINY], "supervised: pad=17 is more than half the 32-px"),
+    # ---- issue 27: negative-free methods
+    ("r2-11 byol ema above 1", None, ["train", "--method", "byol", "--set", "ema=1.5"],
+     "ema: Input should be less than or equal to 1 (got 1.5)"),
+    ("r2-11 byol ema below 0", None, ["train", "--method", "byol", "--set", "ema=-0.1"],
+     "ema: Input should be greater than or equal to 0 (got -0.1)"),
+    ("r2-11 dino ema above 1", None, ["train", "--method", "dino", "--set", "ema=2"],
+     "ema: Input should be less than or equal to 1 (got 2)"),
+    ("r2-5 simsiam predictor without a hidden size", None, ["train", "--method", "simsiam", "--set", "pred_hidden=0"],
+     "simsiam: predictor: true needs a predictor hidden size: pred_hidden must be at least 1"),
+    ("r2-5 byol predictor without a hidden size", None, ["train", "--method", "byol", "--set", "pred_hidden=0"],
+     "byol: predictor: true needs a predictor hidden size: pred_hidden must be at least 1"),
+    ("r2-5 dino local crops larger than the global ones", None, ["train", "--method", "dino", "--set", "local_size=40"],
+     "dino: local crops of 40 px are larger than the 32-px global ones: use local_size <= 32"),
+    ("r2-11 barlow projector of one dimension", None, ["train", "--method", "barlow", "--set", "proj_dim=1"],
+     "proj_dim: Input should be greater than or equal to 2 (got 1)"),
+    ("r2-11 vicreg projector of one dimension", None, ["train", "--method", "vicreg", "--set", "proj_dim=1"],
+     "proj_dim: Input should be greater than or equal to 2 (got 1)"),
+    ("r2-5 vicreg with all three weights at 0", None,
+     ["train", "--method", "vicreg", "--set", "invariance=0", "--set", "variance=0", "--set", "covariance=0"],
+     "vicreg: all three weights (invariance, variance, covariance) are 0"),
 ]
 
 

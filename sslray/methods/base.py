@@ -34,6 +34,15 @@ class DataInfo:
     frames: int = 0  # frames per clip (0: stills)
     sample_rate: int = 0  # Hz of the sound track (0: no sound)
     fps: int = 0  # frames per second of a clip
+    epochs: int = 0  # the run's training epochs (0: not known)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (0: not known), as the shared loop counts them: every
+        epoch ``max(1, num_train // batch_size)`` (the last incomplete batch dropped)."""
+        if not (self.epochs and self.num_train and self.batch_size):
+            return 0
+        return self.epochs * max(1, self.num_train // self.batch_size)
 
 
 @dataclass

@@ -76,7 +76,7 @@ def config_info(cfg: RunConfig) -> DataInfo:
 
 def source_info(cfg: RunConfig, train: Source) -> DataInfo:
     return DataInfo(train.num_classes, len(train), train.image_size, cfg.optim.batch_size, train.offers,
-                    train.frames, train.sample_rate, train.fps)
+                    train.frames, train.sample_rate, train.fps, cfg.epochs)
 
 
 def check_data_needs(cfg: RunConfig, cls: type[Method]) -> None:
