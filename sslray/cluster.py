@@ -6,6 +6,7 @@ that a local cluster is always started the same way.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -31,13 +32,41 @@ def connect(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     ray_env()
+    quiet = {"worker_process_setup_hook": "sslray.cluster.quiet_ray_teardown"}
     try:
         if address and address != "local":
-            ray.init(address=address, log_to_driver=True, logging_level="ERROR")
+            ray.init(address=address, log_to_driver=True, logging_level="ERROR", runtime_env=quiet)
         else:  # "local": always a fresh cluster, never a stale one left by an earlier `ray start`
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR")
+            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
+                     runtime_env=quiet)
     except (ConnectionError, RuntimeError) as e:
         raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {str(e).splitlines()[0]}") from None
+
+
+#: Ray's own log lines at the end of a successful run that read as failures and are not
+TEARDOWN_NOISE = {
+    # Ray Train's controller, when its placement-group cleaner is slower to stop than its 2-s wait (a
+    # busy machine): the cleaner stops anyway, the run has succeeded, and a traceback follows the line
+    "ray.train.v2._internal.callbacks.placement_group_callback": "Failed to stop PlacementGroupCleaner gracefully",
+}
+
+
+class _Drop(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+def quiet_ray_teardown() -> None:
+    """Run in every Ray worker process (``runtime_env.worker_process_setup_hook``): drop the log
+    records of :data:`TEARDOWN_NOISE`, which printed tracebacks after successful runs."""
+    for name, start in TEARDOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _Drop) for f in logger.filters):
+            logger.addFilter(_Drop(start))
 
 
 def cluster_fit(workers: int, cpus: float, gpus: float) -> tuple[int, tuple | None]:

@@ -98,3 +98,38 @@ def test_r2_15_a_successful_two_worker_run_prints_no_traceback(tmp_path):
     r = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=500)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("run ") and "Traceback" not in r.stderr and "SystemExit" not in r.stderr, r.stderr
+
+
+def test_r2_15_every_ray_process_drops_the_teardown_traceback_of_a_successful_run(monkeypatch):
+    """The placement-group cleaner's slow stop (a busy machine) logged a traceback in Ray Train's
+    controller after a successful run; every Ray process now drops that record, through the setup
+    hook the cluster is started with."""
+    import logging
+
+    import ray
+
+    from sslray import cluster
+
+    asked = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: asked.update(kw))
+    cluster.connect(None)
+    assert asked["runtime_env"] == {"worker_process_setup_hook": "sslray.cluster.quiet_ray_teardown"}
+    cluster.quiet_ray_teardown()
+    cluster.quiet_ray_teardown()  # once is enough: no second filter
+    name, start = next(iter(cluster.TEARDOWN_NOISE.items()))
+    logger = logging.getLogger(name)
+    assert sum(isinstance(f, cluster._Drop) for f in logger.filters) == 1
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        try:
+            raise TimeoutError("GetTimeoutError")
+        except TimeoutError:
+            logger.exception(start + ".")
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["something else"]

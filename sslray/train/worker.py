@@ -120,7 +120,9 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         log_pending(tracker, start)
     method = built.method
     monitor = KnnMonitor(*built.eval_sources(), cfg.eval) if cfg.eval.monitor and ctx.is_main else None
-    health = HealthMonitor(built.train, cfg.eval) if cfg.eval.health and ctx.is_main and method.trains else None
+    # health needs two images at least (uniformity is over pairs); a one-image training set has none
+    health = HealthMonitor(built.train, cfg.eval) if (cfg.eval.health and ctx.is_main and method.trains
+                                                      and len(built.train) >= 2) else None
     embed_dim = next((getattr(method.settings, k) for k in ("embed_dim", "proj_dim") if hasattr(method.settings, k)),
                      None)
     last: dict = dict((start or {}).get("metrics") or {})
