@@ -124,6 +124,8 @@ def test_r2_15_every_ray_process_drops_the_teardown_traceback_of_a_successful_ru
     handler = logging.Handler()
     handler.emit = lambda record: seen.append(record.getMessage())
     logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # whatever level an earlier Ray start left on Ray's loggers
     try:
         try:
             raise TimeoutError("GetTimeoutError")
@@ -132,4 +134,5 @@ def test_r2_15_every_ray_process_drops_the_teardown_traceback_of_a_successful_ru
         logger.warning("something else")
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
     assert seen == ["something else"]
