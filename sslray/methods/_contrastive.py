@@ -26,6 +26,12 @@ def photometric(x: torch.Tensor, strength: float = 0.5) -> torch.Tensor:
     return random_grayscale(x, p=0.2)
 
 
+def augmented_pair(views: list[torch.Tensor], strength: float) -> torch.Tensor:
+    """Both crops of a two-view method after :func:`photometric`, as one batch (first views, then
+    second views): one pass of the trunk sees them together."""
+    return torch.cat([photometric(views[0], strength), photometric(views[1], strength)])
+
+
 def resolve_negatives(requested: int | None, paper: int, num_train: int, what: str = "negatives") -> int:
     """The number of negatives: the paper's value capped at ``num_train - 1`` by default; an
     explicit value above ``num_train - 1`` is an error (there are not that many other images)."""

@@ -10,7 +10,6 @@ loss's scale; with SGD at the paper's scale the first steps here blow the trunk'
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from ..components.heads import mlp
@@ -18,7 +17,7 @@ from ..components.losses import embedding_std
 from ..components.negative_free import barlow_twins_loss
 from ..config import MAX_DIM
 from . import register
-from ._contrastive import CROP, MAX_STRENGTH, photometric
+from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 
@@ -52,7 +51,7 @@ class Barlow(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
+        both = augmented_pair(views, s.strength)
         z1, z2 = self.projection(self.trunk(both)).chunk(2)
         loss = (s.scale_loss or 1 / s.proj_dim) * barlow_twins_loss(z1, z2, s.lambd)
         return {"loss": loss, "embed_std": embedding_std(z1)}

@@ -12,7 +12,7 @@ from ..components.losses import embedding_std, nt_xent
 from ..components.shuffle import shuffled
 from ..config import MAX_DIM, MAX_TEMPERATURE
 from . import register
-from ._contrastive import CROP, MAX_STRENGTH, photometric
+from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 
@@ -44,7 +44,7 @@ class SimCLR(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
+        both = augmented_pair(views, s.strength)
         z1, z2 = self.projection(shuffled(self.trunk, both)).chunk(2)
         loss = nt_xent(z1, z2, s.temperature)
         with torch.no_grad():  # does each view find its partner among the local batch's views?

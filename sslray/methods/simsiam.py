@@ -17,7 +17,7 @@ from ..components.negative_free import negative_cosine
 from ..config import MAX_DIM
 from ..errors import UserError
 from . import register
-from ._contrastive import CROP, MAX_STRENGTH, photometric
+from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 
@@ -57,7 +57,7 @@ class SimSiam(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
+        both = augmented_pair(views, s.strength)
         z = self.projection(self.trunk(both))
         p1, p2 = self.predictor(z).chunk(2)
         z1, z2 = z.chunk(2)

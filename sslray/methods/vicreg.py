@@ -11,7 +11,6 @@ paper's scale SGD, unlike the paper's LARS, diverges in its first steps here). E
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from ..components.heads import mlp
@@ -20,7 +19,7 @@ from ..components.negative_free import vicreg_terms
 from ..config import MAX_DIM
 from ..errors import UserError
 from . import register
-from ._contrastive import CROP, MAX_STRENGTH, photometric
+from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 #: the weights' bound: 100 is four times the paper's largest (25)
@@ -65,7 +64,7 @@ class VICReg(Method):
 
     def forward(self, views, y, idx):
         s = self.settings
-        both = torch.cat([photometric(views[0], s.strength), photometric(views[1], s.strength)])
+        both = augmented_pair(views, s.strength)
         z1, z2 = self.projection(self.trunk(both)).chunk(2)
         t = vicreg_terms(z1, z2)
         loss = s.invariance * t["invariance"] + s.variance * t["variance"] + s.covariance * t["covariance"]
