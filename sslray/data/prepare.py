@@ -79,12 +79,12 @@ def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, qualit
     import ray
 
     from ..cluster import connect
-    from .catalogue import catalogue
+    from .catalogue import catalogues
 
     target = Path(out)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"--out {out} exists and is not an empty folder (nothing was written)")
-    cats = {split: catalogue(cfg, split) for split in ("train", "test")}  # every bad input fails before writing
+    cats = dict(zip(("train", "test"), catalogues(cfg)))  # one class list; every bad input fails before writing
     connect(None)
     task = ray.remote(num_cpus=1)(write_shard)
     created = not target.exists()

@@ -142,13 +142,14 @@ def check_method(cfg: RunConfig, train: Source) -> None:
     check_norm(cfg, cls)
 
 
-def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None) -> Method:
+def build_method(cfg: RunConfig, train: Source, init_state: dict | None = None, checked: bool = False) -> Method:
     """The method of ``cfg`` around a fresh trunk, seeded by ``cfg.seed``; its setup runs on
     ``train`` unless ``init_state`` (a state the setup already produced) is given."""
     cls = get_method(cfg.method)
     settings = cls.Settings(**cfg.settings)
     info = source_info(cfg, train)
-    check_method(cfg, train)
+    if not checked:  # build_run checks before it decodes; a bench building a method alone checks here
+        check_method(cfg, train)
     torch.manual_seed(cfg.seed)
     trunk = build_trunk(cfg.trunk.arch, cfg.trunk.width, cfg.trunk.stem, cfg.data.image_size, cfg.trunk.norm,
                         cfg.trunk.norm_splits)
@@ -186,7 +187,7 @@ def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Sou
     for source in (train, test, eval_train, eval_test):
         if source is not None:
             source.load()
-    return Built(cfg, train, test, build_method(cfg, train, init_state), eval_train, eval_test)
+    return Built(cfg, train, test, build_method(cfg, train, init_state, checked=True), eval_train, eval_test)
 
 
 def check_evaluable(train: Source, test: Source, key: str) -> None:

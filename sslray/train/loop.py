@@ -113,7 +113,7 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             extra = {k: _as_input(t) for k, t in batch.extra.items()}
             opt.zero_grad(set_to_none=True)
             if compiling is not None and compiling.pending:
-                out = compiling.first_step(model, xs, batch.labels, batch.index, extra, opt, amp, ctx)
+                out = compiling.first_step(xs, batch.labels, batch.index, extra, opt, amp, ctx)
                 step_model = compiling.model
             else:
                 out = _forward_backward(step_model, xs, batch.labels, batch.index, extra, amp, ctx,
@@ -188,7 +188,7 @@ class Compiled:
                                    backend=cfg.debug.compile_backend or "inductor")
         self.pending, self.seconds = True, None
 
-    def first_step(self, _model, xs, labels, index, extra, opt, amp: bool, ctx: DistContext) -> dict:
+    def first_step(self, xs, labels, index, extra, opt, amp: bool, ctx: DistContext) -> dict:
         self.pending = False
         t0 = time.perf_counter()
         try:

@@ -81,7 +81,7 @@ def to_device(batches: Iterator[Batch], device: torch.device, needs: Sequence[st
     stream, pinned = torch.cuda.Stream(device), _Pinned()
     ahead = _next_on_stream(batches, device, needs, stream, pinned)
     while ahead is not None:
-        current, ahead = ahead, None
+        current = ahead
         ahead = _next_on_stream(batches, device, needs, stream, pinned)  # issued before the loop runs `current`
         yield current
 
