@@ -32,6 +32,13 @@ def augmented_pair(views: list[torch.Tensor], strength: float) -> torch.Tensor:
     return torch.cat([photometric(views[0], strength), photometric(views[1], strength)])
 
 
+def check_predictor(name: str, settings, paper_hidden: int) -> None:
+    """A predictor switched on needs a hidden layer (BYOL, SimSiam): one line naming the paper's size."""
+    if settings.predictor and settings.pred_hidden == 0:
+        raise UserError(f"{name}: predictor: true needs a predictor hidden size: pred_hidden must be at least 1 "
+                        f"(the paper's {paper_hidden}), or set predictor: false")
+
+
 def resolve_negatives(requested: int | None, paper: int, num_train: int, what: str = "negatives") -> int:
     """The number of negatives: the paper's value capped at ``num_train - 1`` by default; an
     explicit value above ``num_train - 1`` is an error (there are not that many other images)."""

@@ -24,9 +24,8 @@ from ..components.losses import embedding_std
 from ..components.negative_free import cosine_rise, normalized_mse
 from ..components.queue import frozen_copy, momentum_update
 from ..config import MAX_DIM
-from ..errors import UserError
 from . import register
-from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
+from ._contrastive import augmented_pair, check_predictor, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 
@@ -51,9 +50,7 @@ class BYOL(Method):
 
     @classmethod
     def check_config(cls, settings, info):
-        if settings.predictor and settings.pred_hidden == 0:
-            raise UserError("byol: predictor: true needs a predictor hidden size: pred_hidden must be at least 1 "
-                            "(the paper's 4096), or set predictor: false")
+        check_predictor(cls.name, settings, 4096)
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)

@@ -15,9 +15,8 @@ from ..components.heads import mlp
 from ..components.losses import embedding_std
 from ..components.negative_free import negative_cosine
 from ..config import MAX_DIM
-from ..errors import UserError
 from . import register
-from ._contrastive import augmented_pair, CROP, MAX_STRENGTH
+from ._contrastive import augmented_pair, check_predictor, CROP, MAX_STRENGTH
 from .base import Method, Strict
 
 
@@ -41,9 +40,7 @@ class SimSiam(Method):
 
     @classmethod
     def check_config(cls, settings, info):
-        if settings.predictor and settings.pred_hidden == 0:
-            raise UserError("simsiam: predictor: true needs a predictor hidden size: pred_hidden must be at least 1 "
-                            "(the paper's 512), or set predictor: false")
+        check_predictor(cls.name, settings, 512)
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
