@@ -37,8 +37,15 @@ def connect(address: str | None = None) -> None:
         if address and address != "local":
             ray.init(address=address, log_to_driver=True, logging_level="ERROR", runtime_env=quiet)
         else:  # "local": always a fresh cluster, never a stale one left by an earlier `ray start`
-            ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
-                     runtime_env=quiet)
+            try:
+                ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1", logging_level="ERROR",
+                         runtime_env=quiet)
+            except Exception as e:  # a minimal Ray (no dashboard packages): run without it, and say so
+                if "dashboard" not in str(e).lower():
+                    raise
+                print("note: Ray's dashboard cannot start here (its packages are missing); without it, Ray Train "
+                      "may leave the placement groups of stopped runs behind", flush=True)
+                ray.init(address="local", include_dashboard=False, logging_level="ERROR", runtime_env=quiet)
     except (ConnectionError, RuntimeError) as e:
         raise UserError(f"cannot connect to Ray at {address or 'a new local cluster'}: {str(e).splitlines()[0]}") from None
 

@@ -403,6 +403,11 @@ CASES = [
     ("r2-5 vicreg with all three weights at 0", None,
      ["train", "--method", "vicreg", "--set", "invariance=0", "--set", "variance=0", "--set", "covariance=0"],
      "vicreg: all three weights (invariance, variance, covariance) are 0"),
+    # ---- data.decode (issue 26): where it cannot be honoured
+    ("data.decode=gpu without a GPU", None, ["train", "--method", "rotation", "--set", "data.decode=gpu"],
+     "data.decode=gpu decodes JPEGs on the training GPU (nvJPEG): this run has none"),
+    ("data.decode of an unknown kind", None, ["train", "--method", "rotation", "--set", "data.decode=fpga"],
+     "data.decode: Input should be 'auto', 'cpu' or 'gpu'"),
 ]
 
 

@@ -133,6 +133,23 @@ def test_gpu_refuses_without_a_gpu_and_runs_as_a_smoke_test_with_cpu(tmp_path, c
     if not torch.cuda.is_available():
         assert main(["bench", "gpu"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
+    rows = tmp_path / "rows.jsonl"
     f = _bench("gpu", tmp_path, capsys, "--cpu", "--images", "24", "--sizes", "64,80", "--size", "64", "--batch", "4",
-               "--steps", "2", "--warmup", "1", "--arch", "resnet18", "--width", "0.125", "--cpus", "1")
-    assert [r["method"] for r in f["rows"]] == ["simclr", "rotation"] and all(r["img_per_s"] > 0 for r in f["rows"])
+               "--steps", "2", "--warmup", "1", "--arch", "resnet18", "--width", "0.125", "--cpus", "1",
+               "--backend", "aot_eager", "--jsonl", str(rows), "--parts", "ceiling,memory,pipeline,stream")
+    got = [(r["part"], r["method"], r.get("mode", "")[:10], r.get("decode")) for r in f["rows"]]
+    assert got == [("ceiling", "simclr", "eager", None), ("ceiling", "simclr", "compiled", None),
+                   ("memory", "simclr", "compiled", None), ("pipeline", "simclr", "decode=cpu", None),
+                   ("pipeline", "simclr", "decode=gpu", None), ("pipeline", "simclr", "decode + c", None),
+                   ("stream", "simclr", "compiled", "cpu"), ("stream", "simclr", "compiled", "gpu"),
+                   ("ceiling", "rotation", "eager", None), ("ceiling", "rotation", "compiled", None),
+                   ("memory", "rotation", "compiled", None),
+                   ("stream", "rotation", "compiled", "cpu"), ("stream", "rotation", "compiled", "gpu")]
+    assert all(r["img_per_s"] > 0 for r in f["rows"])
+    ceiling = f["rows"][1]["img_per_s"]  # each loop row against its method's compiled hand-written step
+    assert f["rows"][6]["vs_ceiling"] == pytest.approx(f["rows"][6]["img_per_s"] / ceiling)
+    assert 0 <= f["ratio"] == max(r["data_wait"] for r in f["rows"] if r["part"] == "stream") <= 1
+    # each row reached the file as it finished; --report tabulates them again
+    assert [json.loads(line)["part"] for line in rows.read_text().splitlines()] == [r["part"] for r in f["rows"]]
+    assert main(["bench", "gpu", "--report", str(rows)]) == 0
+    assert "simclr streamed (decode=cpu) / compiled ceiling" in capsys.readouterr().out

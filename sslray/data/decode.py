@@ -91,13 +91,19 @@ def _cut_jpeg(data: bytes, boxes, views: list[View]) -> list[np.ndarray] | None:
             for (left, top, w, h), v in zip(boxes, views)]
 
 
+def view_boxes(width: int, height: int, views: list[View], rng: np.random.Generator) -> list[tuple[int, int, int, int]]:
+    """The crop boxes ``(left, top, w, h)`` of an image's views, drawn in view order from ``rng``: the one
+    draw both decoders share (the CPU path cuts them as it decodes, the GPU path after nvJPEG)."""
+    return [crop_box(width, height, v, rng) for v in views]
+
+
 def cut(data: bytes, views: list[View], rng: np.random.Generator) -> list[np.ndarray]:
     """``(3, size, size)`` uint8 arrays, one per view (sizes resolved), from an encoded image."""
     from PIL import Image
 
     im = open_image(data)
     width, height = im.size
-    boxes = [crop_box(width, height, v, rng) for v in views]
+    boxes = view_boxes(width, height, views, rng)
     if im.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale (DCT) when every crop stays >= its size
         k = min(min(w, h) / v.size for (_, _, w, h), v in zip(boxes, views))
         reduce = next((r for r in (8, 4, 2) if k >= r), 1)
@@ -143,3 +149,90 @@ def cut_batch(data: list[bytes | None], index: np.ndarray, views: list[View], se
         for arr in out:
             arr[~ok] = arr[good[0]]
     return out, ok
+
+
+# --- decoding on the training device (data.decode=gpu) ---------------------------------------------
+# The pipeline's CPU tasks only read each file and its header and draw the crop boxes (the same
+# draw as above, from (seed, epoch, index)); the training process decodes the JPEG bytes on its GPU
+# (nvJPEG, one batched call) and cuts the views there. Where nvJPEG cannot take an image (a PNG, a
+# CMYK JPEG, no CUDA), that image is decoded by the CPU decoder of the CPU path: same boxes, same
+# resize, the same views.
+
+
+def box_batch(data: list[bytes | None], index: np.ndarray, views: list[View], seed: int, epoch: int,
+              errors: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The crop boxes of a batch of encoded images without decoding them: ``(boxes int32 (N, V, 4),
+    ok (N,))``. An image whose header cannot be read is marked (``ok`` False) and given the boxes of
+    the batch's first readable image, whose bytes the caller puts in its place (as :func:`cut_batch`
+    does)."""
+    n = len(index)
+    boxes = np.zeros((n, len(views), 4), np.int32)
+    ok = np.zeros(n, bool)
+    for i in range(n):
+        try:
+            if data[i] is None:
+                raise OSError("unreadable file")
+            width, height = open_image(data[i]).size
+            boxes[i] = view_boxes(width, height, views, np.random.default_rng([seed, epoch, int(index[i])]))
+            ok[i] = True
+        except Exception as e:
+            if errors is not None:
+                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
+    good = np.flatnonzero(ok)
+    if len(good) and not ok.all():
+        boxes[~ok] = boxes[good[0]]
+    return boxes, ok
+
+
+def _decode_on(encoded: list[bytes], device) -> list:
+    """Each image as a uint8 ``(3, H, W)`` tensor on ``device``: nvJPEG in one batched call on CUDA,
+    image by image where it refuses; the CPU decoder (libjpeg-turbo, else PIL) elsewhere."""
+    import torch
+
+    out: list = [None] * len(encoded)
+    if device.type == "cuda":
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        raw = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
+        try:
+            out = list(decode_jpeg(raw, mode=ImageReadMode.RGB, device=device))
+        except Exception:  # one image nvJPEG cannot take fails the whole call: retry one by one
+            for i, r in enumerate(raw):
+                try:
+                    out[i] = decode_jpeg(r, mode=ImageReadMode.RGB, device=device)
+                except Exception:
+                    pass
+    for i, img in enumerate(out):
+        if img is None:
+            out[i] = _decode_cpu(encoded[i]).to(device, non_blocking=True)
+    return out
+
+
+def _decode_cpu(data: bytes):
+    """The CPU path's full-resolution decode of one image, as a uint8 ``(3, H, W)`` tensor."""
+    import torch
+
+    global _DECODE_JPEG
+    if _DECODE_JPEG is None:
+        _DECODE_JPEG = _jpeg_decoder() or (lambda data: None)
+    im = open_image(data)
+    img = _DECODE_JPEG(data) if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+    if img is None:
+        img = torch.from_numpy(np.asarray(im.convert("RGB"), np.uint8).transpose(2, 0, 1).copy())
+    return img
+
+
+def cut_on_device(encoded: list[bytes], boxes, views: list[View], device) -> list:
+    """The views of a batch from its encoded images and crop boxes (:func:`box_batch`), decoded and
+    cut on ``device``: ``[uint8 (N, 3, S, S) per view]``, each crop resized as the CPU path does
+    (antialiased bilinear on uint8 tensors)."""
+    import torch
+    from torchvision.transforms.v2.functional import resized_crop
+
+    images = _decode_on(encoded, device)
+    boxes = boxes.tolist() if hasattr(boxes, "tolist") else boxes
+    out = [torch.empty((len(images), 3, v.size, v.size), dtype=torch.uint8, device=device) for v in views]
+    for i, img in enumerate(images):
+        for arr, (left, top, w, h), v in zip(out, boxes[i], views):
+            arr[i] = resized_crop(img, top, left, h, w, [v.size, v.size], antialias=True)
+    return out

@@ -36,6 +36,11 @@ class Batch:
     #: per-image tensors beyond the views, for the methods that ask for them by name (``Method.needs``):
     #: a clip source's ``clip``, ``audio``, ``track``, ``frame`` (:mod:`sslray.data.clips`)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: data.decode=gpu: the images still encoded (``views`` empty) with their views' crop boxes
+    #: (int32 ``(B, V, 4)``); the training process decodes and cuts them on its device
+    #: (:func:`sslray.data.decode.cut_on_device`)
+    encoded: list[bytes] | None = None
+    boxes: torch.Tensor | None = None
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

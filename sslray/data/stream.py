@@ -43,6 +43,22 @@ def cut_rows(batch: dict, views: list[View], seed: int, epoch: int) -> dict:
     return out
 
 
+def box_rows(batch: dict, views: list[View], seed: int, epoch: int) -> dict:
+    """The Ray Data map of a pipeline whose images the training process decodes (``data.decode=gpu``):
+    rows -> the files' bytes and their views' crop boxes, drawn as :func:`cut_rows` draws them."""
+    from .decode import box_batch, read_bytes
+
+    index = batch["index"]
+    data = [read_bytes(str(p)) for p in batch["location"]]
+    boxes, ok = box_batch(data, index, views, seed, epoch)
+    good = np.flatnonzero(ok)
+    encoded = np.empty(len(data), dtype=object)
+    for i, b in enumerate(data):
+        encoded[i] = b if ok[i] else (data[good[0]] if len(good) else b"")
+    return {"index": index, "label": batch["label"], "encoded": encoded, "boxes": boxes,
+            "bad": np.array(["" if g else str(p) for p, g in zip(batch["location"], ok)], dtype=object)}
+
+
 def ensure_ray() -> None:
     """Ray Data needs Ray: join the process's cluster, or start a local one (an in-process run)."""
     import ray
@@ -71,10 +87,15 @@ def data_context(cpus: float) -> None:
 class StreamSource(Source):
     kind = "stream"
 
-    def __init__(self, catalogue: Catalogue, split: str, image_size: int, cpus: float = 1.0, prefetch: int = 4):
+    def __init__(self, catalogue: Catalogue, split: str, image_size: int, cpus: float = 1.0, prefetch: int = 4,
+                 decode: str = "cpu"):
         self.catalogue, self.split, self.image_size = catalogue, split, image_size
         self.classes = catalogue.classes
         self.cpus, self.prefetch = cpus, prefetch
+        #: where a training epoch's images are decoded: "cpu" (the pipeline's tasks cut the views) or
+        #: "gpu" (the tasks read bytes and draw boxes; the training process decodes on its device).
+        #: Scans (evaluation, setup) always decode on the CPU.
+        self.decode = decode
         self.corrupt_seen: list[str] = []
 
     def __len__(self) -> int:
@@ -82,11 +103,14 @@ class StreamSource(Source):
 
     def describe(self) -> dict:
         return {"resolved.data.source": self.kind, "resolved.data.cpus_per_worker": self.cpus,
+                "resolved.data.decode": self.decode,
                 "resolved.data.catalogue": self.catalogue.name,
                 "resolved.data.outside_root": self.catalogue.outside_root}
 
-    def _pipeline(self, rows: np.ndarray, views: Sequence[View], seed: int, epoch: int, batch_size: int):
-        """Batches of ``rows`` (catalogue row ids, in this order) cut into ``views``."""
+    def _pipeline(self, rows: np.ndarray, views: Sequence[View], seed: int, epoch: int, batch_size: int,
+                  on_device: bool = False):
+        """Batches of ``rows`` (catalogue row ids, in this order) cut into ``views`` (``on_device``: left
+        encoded, with their crop boxes, for the training process to decode)."""
         import pyarrow as pa
         import ray.data
 
@@ -98,13 +122,18 @@ class StreamSource(Source):
                           "index": pa.array(np.asarray(rows, np.int64), pa.int64())})
         blocks = [table.slice(s, BLOCK_ROWS) for s in range(0, len(table), BLOCK_ROWS)] or [table]
         ds = ray.data.from_arrow(blocks).map_batches(
-            cut_rows, fn_kwargs={"views": list(views), "seed": seed, "epoch": epoch}, batch_size=BLOCK_ROWS,
-            batch_format="numpy", num_cpus=min(1.0, self.cpus))
+            box_rows if on_device else cut_rows, fn_kwargs={"views": list(views), "seed": seed, "epoch": epoch},
+            batch_size=BLOCK_ROWS, batch_format="numpy", num_cpus=min(1.0, self.cpus))
         for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=self.prefetch,
                                  drop_last=False):
             bad = [p for p in b["bad"] if p]
             # copies: the arrays may be views into Ray's object store, freed once the next batch comes
             self.corrupt_seen.extend(bad)
+            if on_device:
+                yield Batch([], torch.from_numpy(b["label"].astype(np.int64)), torch.from_numpy(b["index"].astype(np.int64)),
+                            cut=True, corrupt=bad, encoded=list(b["encoded"]),
+                            boxes=torch.from_numpy(np.array(b["boxes"], np.int32)))
+                continue
             yield Batch([torch.from_numpy(np.array(b[f"view{i}"], order="C", copy=True)) for i in range(len(views))],
                         torch.from_numpy(b["label"].astype(np.int64)), torch.from_numpy(b["index"].astype(np.int64)),
                         cut=True, corrupt=bad)
@@ -114,7 +143,8 @@ class StreamSource(Source):
         if not mine:
             return iter(())
         local = len(mine[0])
-        return self._pipeline(np.concatenate(mine), views or [CENTRE.at(self.image_size)], seed, epoch, local)
+        return self._pipeline(np.concatenate(mine), views or [CENTRE.at(self.image_size)], seed, epoch, local,
+                              on_device=self.decode == "gpu")
 
     def scan(self, batch_size, views=()):
         return self._pipeline(np.arange(len(self)), views or [CENTRE.at(self.image_size)], 0, 0, batch_size)

@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from ..config import RunConfig, set_dotted, validation_message
-from ..data import Source, offers, open_sources
+from ..data import Source, offers, open_sources, set_decode
 from ..errors import UserError
 from ..methods import DataInfo, Method, get_method
 from ..models import build_trunk
@@ -182,6 +182,7 @@ def build_run(cfg: RunConfig, init_state: dict | None = None, sources: tuple[Sou
     if get_method(cfg.method).needs_labels:
         check_evaluable(train, test, "data")
     check_method(cfg, train)
+    set_decode(cfg.data, train, gpu=cfg.dist.gpus_per_worker > 0 or torch.cuda.is_available())
     # every check is made: only now is data decoded or generated, filling the data cache; every
     # split now, so that an unreadable test image is said before training, not after it
     for source in (train, test, eval_train, eval_test):

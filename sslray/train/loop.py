@@ -96,15 +96,16 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         model.train()
         sums: dict[str, torch.Tensor | float] = {}  # on the device: read once per epoch, not once per step
         counts: dict[str, int] = {}  # per key: a method may report a metric on some batches only
-        seen, t0, waited, copying, corrupt = 0, time.perf_counter(), 0.0, 0.0, []
+        seen, t0, waited, copying, decoding, corrupt = 0, time.perf_counter(), 0.0, 0.0, 0.0, []
         batches = source.epoch(epoch, cfg.optim.batch_size, cfg.seed, ctx.rank, ctx.world_size, views)
         steps = bar(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                     unit="batch", enabled=progress and ctx.is_main)
-        moved = to_device(iter(batches), ctx.device, core.needs)
+        moved = to_device(iter(batches), ctx.device, core.needs, views)
         for step in steps:
             batch = next(moved).wait()  # on the device; the next batch's copy is already under way
             waited += batch.waited  # the wait for data: what a streaming source must keep near zero
             copying += batch.copying
+            decoding += batch.decoding
             corrupt += batch.corrupt
             xs = [v.float().div_(255) for v in batch.views]
             if not batch.cut:
@@ -136,9 +137,10 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         metrics.update(lr=opt.param_groups[0]["lr"], epoch_time=elapsed, data_wait=waited / elapsed,
                        img_per_s=seen * ctx.world_size / elapsed, img_per_s_worker=seen / elapsed)
         # where the epoch's time went, as shares of it: waiting for data, staging and issuing the copies
-        # to the device, and the rest (the steps themselves)
+        # to the device, issuing the decoding on the device (data.decode=gpu), and the rest (the steps)
         metrics.update({"time/data_wait": waited / elapsed, "time/host_to_device": copying / elapsed,
-                        "time/step": max(0.0, 1 - (waited + copying) / elapsed)})
+                        "time/decode": decoding / elapsed,
+                        "time/step": max(0.0, 1 - (waited + copying + decoding) / elapsed)})
         if compiling is not None and compiling.seconds is not None:
             metrics["time/compile_s"] = compiling.seconds
         if not math.isfinite(metrics["loss"]):

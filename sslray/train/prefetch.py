@@ -5,7 +5,9 @@ On a CUDA device each batch's tensors are copied into pinned host buffers that a
 to batch (two sets, so the copy of one batch never overwrites the buffer the device is still reading),
 then sent to the device on a side stream; the training stream waits on that copy's event only when
 it uses the batch. Elsewhere (CPU) the batch is handed on as it is: no copies, no threads, the same
-order and contents. Either way the loop receives :class:`DeviceBatch` es in the source's order, and
+order and contents. A batch the source left encoded (``data.decode=gpu``) is decoded and cut on the
+device here, on the side stream, so its decoding also runs under the previous step. Either way the
+loop receives :class:`DeviceBatch` es in the source's order, and
 the time spent waiting for the source and issuing the copies is measured per batch.
 """
 
@@ -33,6 +35,7 @@ class DeviceBatch:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     waited: float = 0.0  # seconds the host waited for the source to yield this batch
     copying: float = 0.0  # seconds the host spent staging and issuing its copy to the device
+    decoding: float = 0.0  # seconds the host spent issuing its decoding on the device (data.decode=gpu)
     ready: object = None  # the CUDA event its copy records (None: nothing to wait for)
 
     def wait(self) -> "DeviceBatch":
@@ -73,48 +76,67 @@ class _Pinned:
         self.events[self._which] = event
 
 
-def to_device(batches: Iterator[Batch], device: torch.device, needs: Sequence[str] = ()) -> Iterator[DeviceBatch]:
-    """The source's batches as :class:`DeviceBatch` es, one ahead on CUDA (see the module docstring)."""
+def to_device(batches: Iterator[Batch], device: torch.device, needs: Sequence[str] = (),
+              views: Sequence = ()) -> Iterator[DeviceBatch]:
+    """The source's batches as :class:`DeviceBatch` es, one ahead on CUDA (see the module docstring);
+    ``views``: the method's views, for the batches left encoded."""
     if device.type != "cuda":
-        yield from _plain(batches, device, needs)
+        yield from _plain(batches, device, needs, views)
         return
     stream, pinned = torch.cuda.Stream(device), _Pinned()
-    ahead = _next_on_stream(batches, device, needs, stream, pinned)
+    ahead = _next_on_stream(batches, device, needs, stream, pinned, views)
     while ahead is not None:
         current = ahead
-        ahead = _next_on_stream(batches, device, needs, stream, pinned)  # issued before the loop runs `current`
+        ahead = _next_on_stream(batches, device, needs, stream, pinned, views)  # issued before the loop runs `current`
         yield current
 
 
-def _plain(batches: Iterator[Batch], device, needs) -> Iterator[DeviceBatch]:
+def _decoded(b: Batch, device, views) -> tuple[Batch, float]:
+    """``b`` with its views decoded and cut on ``device`` if the source left them encoded."""
+    if b.encoded is None:
+        return b, 0.0
+    from ..data.decode import cut_on_device
+
+    t = time.perf_counter()
+    cut = cut_on_device(b.encoded, b.boxes, list(views), device)
+    return Batch(cut, b.labels, b.index, True, b.corrupt, b.extra), time.perf_counter() - t
+
+
+def _plain(batches: Iterator[Batch], device, needs, views=()) -> Iterator[DeviceBatch]:
     while True:
         t0 = time.perf_counter()
         b = next(batches, None)
         waited = time.perf_counter() - t0
         if b is None:
             return
+        b, decoding = _decoded(b, device, views)
         t1 = time.perf_counter()
         moved = DeviceBatch([v.to(device) for v in b.views], b.labels.to(device), b.index.to(device), b.index,
                             b.cut, b.corrupt, {k: b.extra[k].to(device) for k in needs}, waited)
-        moved.copying = time.perf_counter() - t1
+        moved.copying, moved.decoding = time.perf_counter() - t1, decoding
         yield moved
 
 
-def _next_on_stream(batches, device, needs, stream, pinned: _Pinned) -> DeviceBatch | None:
+def _next_on_stream(batches, device, needs, stream, pinned: _Pinned, views=()) -> DeviceBatch | None:
     t0 = time.perf_counter()
     b = next(batches, None)
     waited = time.perf_counter() - t0
     if b is None:
         return None
+    decoding, encoded = 0.0, b.encoded is not None
+    if encoded:  # decoded and cut on the side stream, under the step the device is running
+        with torch.cuda.stream(stream):
+            b, decoding = _decoded(b, device, views)
     t1 = time.perf_counter()
-    host = [*b.views, b.labels, b.index, *(b.extra[k] for k in needs)]
+    on_device = list(b.views) if encoded else []  # decoded above: already on the device
+    host = [*([] if encoded else b.views), b.labels, b.index, *(b.extra[k] for k in needs)]
     staged = pinned.stage(host)
     with torch.cuda.stream(stream):
-        moved = [t.to(device, non_blocking=True) for t in staged]
+        moved = on_device + [t.to(device, non_blocking=True) for t in staged]
         event = torch.cuda.Event()
         event.record(stream)
     pinned.mark(event)
     n = len(b.views)
     out = DeviceBatch(moved[:n], moved[n], moved[n + 1], b.index, b.cut, b.corrupt,
-                      dict(zip(needs, moved[n + 2:])), waited, time.perf_counter() - t1, event)
+                      dict(zip(needs, moved[n + 2:])), waited, time.perf_counter() - t1, decoding, event)
     return out

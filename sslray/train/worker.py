@@ -169,7 +169,8 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
         return {}
     if spec.progress and "time/data_wait" in last:  # where the last epoch's time went: data or compute?
         print(f"time: data wait {100 * last['time/data_wait']:.1f}%, host to device "
-              f"{100 * last['time/host_to_device']:.1f}%, steps {100 * last['time/step']:.1f}%; "
+              f"{100 * last['time/host_to_device']:.1f}%, decode on device {100 * last['time/decode']:.1f}%, steps "
+              f"{100 * last['time/step']:.1f}%; "
               f"{last['train/img_per_s']:.0f} img/s ({last['train/img_per_s_worker']:.0f} per worker)", flush=True)
     method.to(ctx.device)
     run_dir.save_trunk(method.trunk.state_dict())
