@@ -37,7 +37,7 @@ from pydantic import Field
 from torch import nn
 
 from ..components.audio import AudioNet, spectrogram
-from ..components.augment import cut_views
+from ..components.inputs import batch_inputs
 from ..config import MAX_DIM, MAX_FRAMES, MAX_WIDTH
 from ..data.video import FPS
 from ..errors import UserError
@@ -171,7 +171,7 @@ class AVC(Method):
         """``(images float (B, 3, S, S), labels, audio, frame, track)`` of every clip, on this device."""
         device = next(self.parameters()).device
         for batch in source.scan(batch_size):
-            x = cut_views(batch.views[0].to(device).float().div_(255), self.input_views())[0]
+            x, = batch_inputs(batch, self.input_views(), device)
             e = batch.extra
             yield x, batch.labels, e["audio"].to(device), e["frame"], e["track"]
 

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from ..components.distributed import default_device
+from ..components.inputs import scan_features
 from ..components.kmeans import spherical_kmeans
 from ..config import MAX_FEATURE_DIM, MAX_IMAGE_SIZE, WHOLE, Layer, Seed, unbounded
 from ..errors import UserError
-from ..models import extract_features, pool_features
+from ..models import extract_features
 from . import register
 from .baselines import check_pad
 from ._source import find_source, load_source_trunk, source_noise
@@ -62,21 +63,10 @@ class ClusterFitSettings(Strict):
 def nearest_centroid(trunk, data, centroids: torch.Tensor, layer: str, feature_dim: int, device,
                      batch_size: int = 256) -> torch.Tensor:
     """Every image of a data source assigned its nearest centroid (cosine), one streamed pass."""
-    from ..components.augment import cut_views
-    from ..data.views import CENTRE
-
     labels = torch.zeros(len(data), dtype=torch.long)
     c = F.normalize(centroids.float(), dim=1).to(device)
-    was = trunk.training
-    trunk.eval()
-    view = CENTRE.at(data.image_size)
-    for batch in data.scan(batch_size, [view]):
-        x = batch.views[0].to(device).float().div_(255)
-        x = x if batch.cut else cut_views(x, [view])[0]
-        f = pool_features(trunk.taps(x.contiguous(memory_format=torch.channels_last), [layer])[layer].float(),
-                          feature_dim)
-        labels[batch.index] = (F.normalize(f, dim=1) @ c.T).argmax(1).cpu()
-    trunk.train(was)
+    for batch, f in scan_features(trunk, data, [layer], feature_dim, device, batch_size):
+        labels[batch.index] = (F.normalize(f[layer], dim=1) @ c.T).argmax(1).cpu()
     return labels
 
 

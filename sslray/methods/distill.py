@@ -14,7 +14,7 @@ from pydantic import Field
 from ..components.losses import soft_cross_entropy
 from ..config import MAX_TEMPERATURE
 from ..errors import UserError
-from ..models import pool_features, pool_size
+from ..models import pool_size, pooled_taps
 from . import register
 from .base import accuracy
 from .clusterfit import ClusterFit, ClusterFitSettings
@@ -97,7 +97,7 @@ class Distill(ClusterFit):
         if self.settings.targets == "classifier":
             return F.softmax(self.teacher_head(self.teacher(x)) / self.settings.temperature, dim=1)
         layer = self.settings.layer
-        f = pool_features(self.teacher.taps(x, [layer])[layer].float(), self.settings.feature_dim)
+        f = pooled_taps(self.teacher, x, [layer], self.settings.feature_dim)[layer]
         return F.softmax(F.normalize(f, dim=1) @ self.centroids.T / self.settings.temperature, dim=1)
 
     def forward(self, views, y, idx):
