@@ -23,6 +23,7 @@ from ..components.kmeans import spherical_kmeans
 from ..config import MAX_FEATURE_DIM, MAX_IMAGE_SIZE, WHOLE, Layer, Seed, unbounded
 from ..errors import UserError
 from ..models import extract_features
+from ..tracking.tags import PARENT_TAG, SOURCE_RUN_TAG
 from . import register
 from .baselines import check_pad
 from ._source import find_source, load_source_trunk, source_noise
@@ -129,8 +130,8 @@ class ClusterFit(Method):
                 **source_noise(self.source)}
 
     def run_tags(self):
-        return {"mlflow.parentRunId": self.source.mlflow_run_id,
-                "sslray.source_run": str(self.source.run_dir.path.resolve())}
+        return {PARENT_TAG: self.source.mlflow_run_id,
+                SOURCE_RUN_TAG: str(self.source.run_dir.path.resolve())}
 
     def augment(self, x):
         return hflip(pad_crop(x, self.settings.pad) if self.settings.pad else x)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .tags import PARENT_TAG, tag_is
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 
@@ -149,7 +150,7 @@ class Store:
         return list(self.client.search_runs(ids, filter_string=where, order_by=order_by, max_results=max_results))
 
     def children(self, experiment_id: str, parent_id: str) -> list:
-        return self.runs(experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        return self.runs(experiment_id, tag_is(PARENT_TAG, parent_id))
 
     def set_status(self, run_id: str, status: str) -> None:
         """RUNNING, or a terminal status (FINISHED, FAILED, KILLED)."""
