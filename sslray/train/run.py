@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import flatten
+from ..config import RunConfig, flatten
 from ..eval import probe_protocol
 from ..errors import UserError
 from ..paths import check_output
@@ -40,7 +40,7 @@ def resolved_params(b: Built) -> dict:
             "resolved.device": str(default_device())}
 
 
-def preflight(cfg, resume: RunDir | None = None, run_dir: RunDir | None = None, data_cpus: float = 0.0,
+def preflight(cfg: RunConfig, resume: RunDir | None = None, run_dir: RunDir | None = None, data_cpus: float = 0.0,
               uri: str | None = None) -> None:
     """What can fail before a run starts, short of its data, in one line and writing nothing: an
     unwritable run folder, a cluster that cannot hold the run (address, GPUs, CPUs, storage), an
