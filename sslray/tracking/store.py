@@ -16,14 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .tags import PARENT_TAG, tag_is
+from .tags import KIND_TAG, PARENT_TAG, TRAINING_KIND, tag_is
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-
-#: MLflow 3's record of what an experiment is for: ``custom_model_development`` ("Machine learning"
-#: in the UI) or ``genai_development``. MLflow 3.17's UI picks an experiment's landing page from its
-#: sidebar switch instead (see :mod:`sslray.tracking.ui`); the tag still says what the runs are.
-KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(uri: str | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The MLflow tags sslray writes and reads, by name in one place (and MLflow's own parent link).
+"""The MLflow tags sslray writes and reads, by name in one place (and the two of MLflow's own it sets).
 
 A run's tags say where it comes from: the method and data, its folder, the finished run it was
 made from (``PARENT_TAG``, ``SOURCE_RUN_TAG``), the configuration it repeats with other seeds
@@ -9,6 +9,11 @@ stopped (``STOP_TAG`` and friends, see :mod:`sslray.sweep.stops`).
 from __future__ import annotations
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: the UI nests a child under its parent
+
+#: MLflow 3's record of what an experiment is for: ``custom_model_development`` ("Machine learning"
+#: in the UI) or ``genai_development``. MLflow 3.17's UI picks an experiment's landing page from its
+#: sidebar switch instead (see :mod:`sslray.tracking.ui`); the tag still says what the runs are.
+KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 # every run
 METHOD_TAG = "sslray.method"

@@ -2,7 +2,7 @@
 
 MLflow 3.17 opens an experiment on the page of the UI's *workflow type*, a sidebar switch
 ("GenAI" / "Model training") that the browser remembers and that starts on GenAI, whose landing
-page is the traces overview. The experiment's kind tag (:data:`~sslray.tracking.store.KIND_TAG`)
+page is the traces overview. The experiment's kind tag (:data:`~sslray.tracking.tags.KIND_TAG`)
 does not change that in 3.17: the UI reads it only when the switch is disabled, and 3.17 has it on.
 An address chooses for itself: ``?workflowType=machine_learning`` opens the runs table whatever the
 browser remembers. From the home page, a user picks *Model training* in the switch once.
