@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -43,6 +44,23 @@ def mlflow_runs():
 
     return _runs
 
+
+
+@pytest.fixture(scope="module")
+def clips():
+    """Eight generated clips of 16 frames of 32 px (seed 0), as
+    :func:`~sslray.data.video.generate_clips` returns them: ``(video uint8 (8, 16, 3, 32, 32),
+    labels, audio, recorded fields)``; the video methods' tests (avc, tracking) share them."""
+    from sslray.data.video import generate_clips
+
+    return generate_clips(8, frames=16, size=32, seed=0)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for gloo, Ray and the MLflow UI)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def assert_probed(metrics: dict, keys, n_test: int = 100) -> None:
