@@ -1,4 +1,5 @@
-"""Trunks with named feature taps (conv1, res2, res3, res4, res5) and small heads."""
+"""Trunks with named feature taps (conv1, res2, res3, res4, res5), their normalisation layers
+(``trunk.norm``), and per-layer pooled features of a frozen trunk."""
 
 from .features import extract_features, pooled_taps
 from .norm import NORMS, SubBatchNorm2d, sub_batches
