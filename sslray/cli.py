@@ -139,6 +139,7 @@ def _overrides(args) -> dict:
 def cmd_train(args) -> int:
     from .config import group_id
     from .tracking import RunDir
+    from .tracking.tags import GROUP_TAG, SEEDS_TAG
     from .train.build import build_config, build_run
     from .train.run import preflight, run
 
@@ -170,7 +171,7 @@ def cmd_train(args) -> int:
     results = []
     try:
         for i, c in enumerate(cfgs):
-            tags = {"sslray.group": group_id(c.model_dump()), "sslray.seeds": str(args.seeds)} if args.seeds > 1 else None
+            tags = {GROUP_TAG: group_id(c.model_dump()), SEEDS_TAG: str(args.seeds)} if args.seeds > 1 else None
             if args.seeds > 1:
                 print(f"seed {c.seed} ({i + 1} of {args.seeds})", flush=True)
             results.append(run(build_run(c), resume=run_dir, progress=not args.quiet, tags=tags))
@@ -384,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         print("sslray: interrupted (resume a run with `sslray train --resume`)", file=sys.stderr)
         return 130
     except FloatingPointError as e:  # a diverged (or collapsed) run: recorded FAILED in MLflow; the message says where
-        what = "collapsed" if type(e).__name__ == "Collapsed" else "diverged"
+        from .eval.health import Collapsed  # torch is loaded already: the run that raised this used it
+
+        what = "collapsed" if isinstance(e, Collapsed) else "diverged"
         print(f"sslray: the run {what}: {str(e).splitlines()[0]} (recorded as FAILED)", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `sslray compare ... | head`: the reader left, nothing to report

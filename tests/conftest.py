@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 torch.set_num_threads(2)
 
@@ -45,6 +48,23 @@ def mlflow_runs():
 
 
 
+@pytest.fixture(scope="module")
+def clips():
+    """Eight generated clips of 16 frames of 32 px (seed 0), as
+    :func:`~sslray.data.video.generate_clips` returns them: ``(video uint8 (8, 16, 3, 32, 32),
+    labels, audio, recorded fields)``; the video methods' tests (avc, tracking) share them."""
+    from sslray.data.video import generate_clips
+
+    return generate_clips(8, frames=16, size=32, seed=0)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for gloo, Ray and the MLflow UI)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def assert_probed(metrics: dict, keys, n_test: int = 100) -> None:
     """Top-1 values a working probe gives: each a whole count of right answers over the ``n_test``
     test images. Every accuracy lies in [0, 1]; a mean probability, a loss, a rate over another
@@ -52,3 +72,24 @@ def assert_probed(metrics: dict, keys, n_test: int = 100) -> None:
     for k in keys:
         v = metrics[k]
         assert 0 <= v <= 1 and abs(v * n_test - round(v * n_test)) < 1e-6, f"{k} = {v} is no count over {n_test}"
+
+
+# ---- sweeps: the tiny study the sweep, study and report tests share
+TINY_STUDY = {
+    "question": "Does the learning rate matter for rotation on tiny data?",
+    "methods": ["rotation"],
+    "params": {"optim.lr": {"grid": [0.05, 0.2]}},
+    "search": "grid",
+    "data": {"name": "synthetic", "limit": 200, "test_limit": 100},
+    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.probe_epochs": 3, "eval.feature_dim": 512},
+    "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1},
+    "objective": {"metric": "transfer/res3/top1", "mode": "max"},
+    "early_stopping": None,
+    "report": {"x": "optim.lr"},
+    "baselines": False,  # the shared sweep (tiny_sweep, in test_sweep.py) runs them; the others need not
+}
+
+
+def _write(path: Path, data) -> str:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return str(path)

@@ -19,11 +19,6 @@ FRAMES = 16
 LENGTH = FRAMES // FPS * SAMPLE_RATE  # samples per clip (2 s)
 
 
-@pytest.fixture(scope="module")
-def clips():
-    return generate_clips(8, frames=FRAMES, size=32, seed=0)
-
-
 def clip_set(n: int, split: str) -> ClipSet:
     return generated(*generate_clips(n, frames=FRAMES, size=32, seed=0, split=split), split)
 

@@ -165,7 +165,7 @@ def test_pretrained_distill_and_clusterfit_from_a_noisy_supervised_source(mlflow
 def test_distilling_a_classifier_needs_a_source_with_one(tmp_path):
     from sslray.errors import UserError
     from sslray.methods._source import SourceRun
-    from sslray.methods.clusterfit import source_head
+    from sslray.methods.distill import source_head
     from sslray.tracking import RunDir
 
     torch.save({"model": {"trunk.conv1.weight": torch.zeros(8, 3, 3, 3), "projector.weight": torch.zeros(4, 8)}},

@@ -1,11 +1,10 @@
 import math
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY, assert_probed
+from conftest import TINY, assert_probed, free_port
 
 from sslray import LAYERS
 from sslray.cli import main
@@ -189,11 +188,6 @@ def test_momentum_update_moves_the_key_encoder_by_one_minus_m():
     assert torch.allclose(target.weight, 0.9 * old + 0.1 * online.weight)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_bank_queue_and_nt_xent_under_two_gloo_processes_match_one_process(tmp_path):
     import torch.multiprocessing as mp
@@ -203,7 +197,7 @@ def test_bank_queue_and_nt_xent_under_two_gloo_processes_match_one_process(tmp_p
     perm = torch.randperm(20, generator=g)
     batches = [(perm[i : i + 4], torch.randn(4, 4, generator=g)) for i in range(0, 12, 4)]
     z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
-    mp.spawn(state_worker, args=(2, _free_port(), batches, z1, z2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(state_worker, args=(2, free_port(), batches, z1, z2, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert torch.equal(r0["bank"], r1["bank"]) and torch.equal(r0["keys"], r1["keys"])
 
@@ -235,7 +229,7 @@ def test_methods_train_with_the_shared_loop_under_ddp(tmp_path):
                ("cpc", {"grid": 4, "steps": 3}), ("ebm", {"negatives": "pcd"}),
                ("simclr-shuffled", {"trunk.norm": "shuffle_batch"}), ("moco-shuffled", {"trunk.norm": "shuffle_batch"}),
                ("shuffle_learn", {}), ("tracking", {"patch": 12, "gap": 5}), ("avc", {"sound_seconds": 0.5})]
-    mp.spawn(fit_worker, args=(2, _free_port(), methods, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(fit_worker, args=(2, free_port(), methods, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"fit{r}.pt", weights_only=True) for r in (0, 1))
     for name, _ in methods:
         loss = r0[name]["metrics"]["loss"]

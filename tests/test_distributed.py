@@ -14,18 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import free_port
 from sslray.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "trunk.width=0.125", "--set", "data.limit=400", "--set", "optim.batch_size=100",
          "--set", "seed=1", "--quiet"]
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _sslray(*args, cwd, timeout=600):
@@ -45,7 +40,7 @@ def two_node_cluster(tmp_path):
 
     Both run with ``--block`` in their own session, so teardown stops exactly these processes.
     """
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     head = subprocess.Popen(["ray", "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=true",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--block",
                              "--resources", '{"node_a": 1}'],
@@ -54,7 +49,7 @@ def two_node_cluster(tmp_path):
     try:
         _wait_for_port(port, 90)
         second = subprocess.Popen(["ray", "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--block",
-                                   f"--dashboard-agent-listen-port={_free_port()}", "--resources", '{"node_b": 1}'],
+                                   f"--dashboard-agent-listen-port={free_port()}", "--resources", '{"node_b": 1}'],
                                   env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(second)
         _wait_for_nodes(f"127.0.0.1:{port}", 2, 90)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, free_port
 
 from sslray.cli import main
 from sslray.components.negative_free import (barlow_twins_loss, cosine_rise, dino_loss, linear_warmup,
@@ -197,11 +197,10 @@ def test_dino_teacher_takes_no_gradient_and_views_have_two_sizes():
 def test_barlow_and_vicreg_over_two_gloo_processes_match_one_process_on_the_global_batch(tmp_path):
     import torch.multiprocessing as mp
     from _negative_free_workers import loss_worker
-    from test_contrastive import _free_port
 
     g = torch.Generator().manual_seed(0)
     z1, z2 = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
-    mp.spawn(loss_worker, args=(2, _free_port(), z1, z2, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(loss_worker, args=(2, free_port(), z1, z2, str(tmp_path)), nprocs=2, join=True)
     r = [torch.load(tmp_path / f"loss{k}.pt", weights_only=True) for k in (0, 1)]
     for name, fn in (("barlow", lambda a, b: barlow_twins_loss(a, b, 0.1)),
                      ("vicreg", lambda a, b: sum(vicreg_terms(a, b).values()))):
@@ -217,12 +216,11 @@ def test_barlow_and_vicreg_over_two_gloo_processes_match_one_process_on_the_glob
 def test_negative_free_methods_train_under_ddp_with_identical_targets(tmp_path):
     import torch.multiprocessing as mp
     from _negative_free_workers import fit_worker
-    from test_contrastive import _free_port
 
     methods = [("byol", {"proj_hidden": 64, "pred_hidden": 64}), ("barlow", {"proj_hidden": 64, "proj_dim": 64}),
                ("vicreg", {"proj_hidden": 64, "proj_dim": 64}), ("simsiam", {"proj_hidden": 64, "proj_dim": 64}),
                ("dino", {"out_dim": 64, "hidden": 64, "proj_dim": 16, "local_crops": 2})]
-    mp.spawn(fit_worker, args=(2, _free_port(), methods, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(fit_worker, args=(2, free_port(), methods, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"fit{k}.pt", weights_only=True) for k in (0, 1))
     for name, _ in methods:
         loss = r0[name]["metrics"]["loss"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from sslray.cli import main
 from sslray.errors import UserError
 from sslray.paths import FIGURE_SUFFIXES, check_output, problem
@@ -153,12 +154,6 @@ def test_r2_12_the_remote_deadline_is_bounded_and_read_from_the_environment(monk
 
 
 # ---------------------------------------------------------------- r2-8: sslray ui
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_r2_8_ui_on_a_port_in_use_is_one_line_and_creates_no_store(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -175,7 +170,7 @@ def test_r2_8_a_server_that_stops_at_start_is_one_line_and_non_zero(tmp_path, mo
     dies = [sys.executable, "-c", "import sys; print('starting'); print('OSError: [Errno 98] Address already in use', "
                                   "file=sys.stderr); sys.exit(3)"]
     monkeypatch.setattr(cli, "ui_argv", lambda exe, host, port: dies)
-    assert main(["ui", "--port", str(_free_port())]) == 1
+    assert main(["ui", "--port", str(free_port())]) == 1
     out = _one_line(capsys, "ui: the MLflow server stopped at start (exit status 3): OSError: [Errno 98] Address "
                             "already in use")
     assert "MLflow UI on" not in out  # never announced as serving
@@ -184,7 +179,7 @@ def test_r2_8_a_server_that_stops_at_start_is_one_line_and_non_zero(tmp_path, mo
 def test_r2_8_the_address_is_printed_once_the_server_answers(tmp_path, monkeypatch, capsys):
     import sslray.cli as cli
 
-    port = _free_port()
+    port = free_port()
     # a stand-in server: answers on the port, then ends by itself (no server is left behind)
     server = [sys.executable, "-c", "import socket, time; s = socket.socket(); "
               "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "

@@ -1,4 +1,5 @@
-"""Studies: validation of every shipped study, bad study files, a real sweep, its report and --resume."""
+"""Sweeps: a real sweep and what it logs, the MLflow walk, --resume, ASHA and the searcher over
+seeds, diverged, interrupted and collapsed trials, a multi-worker trial's resources."""
 
 from __future__ import annotations
 
@@ -11,110 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import assert_probed
+from conftest import TINY_STUDY, _write, assert_probed
 
 from sslray import LAYERS
 from sslray.cli import main
-from sslray.sweep.runner import grid_points
-from sslray.sweep.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_STUDY = {
-    "question": "Does the learning rate matter for rotation on tiny data?",
-    "methods": ["rotation"],
-    "params": {"optim.lr": {"grid": [0.05, 0.2]}},
-    "search": "grid",
-    "data": {"name": "synthetic", "limit": 200, "test_limit": 100},
-    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.probe_epochs": 3, "eval.feature_dim": 512},
-    "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1},
-    "objective": {"metric": "transfer/res3/top1", "mode": "max"},
-    "early_stopping": None,
-    "report": {"x": "optim.lr"},
-    "baselines": False,  # the shared sweep below runs them; the others need not
-}
-
-
-def _write(path: Path, data) -> str:
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return str(path)
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_study_validates(path):
-    study = load_study(str(path))
-    assert study.question and study.methods and (study.space.params or len(study.methods) > 1)
-    if study.search == "grid":
-        assert len(grid_points(study)) >= 2
-
-
-@pytest.mark.parametrize("path", sorted((ROOT / "ablations" / "cpu").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_cpu_scale_study_validates_on_an_image_folder(path, tmp_path):
-    """The CPU-scale studies run on CIFAR-10's JPEG folders (``--set data.root=...``); each must
-    validate there."""
-    from PIL import Image
-
-    for split in ("train", "test"):
-        for c in ("a", "b"):
-            (tmp_path / split / c).mkdir(parents=True)
-            for j in range(3):
-                Image.new("RGB", (32, 32), (80 * j, 40, 0)).save(tmp_path / split / c / f"{j}.png")
-    study = load_study(str(path), {"data.root": str(tmp_path)})
-    assert study.data["name"] == "imagefolder" and study.config["trunk.width"] == 0.125
-    assert study.search == "grid" and study.budget.epochs >= 5
-
-
-def test_set_on_a_study_reaches_data_budget_and_dotted_config_keys():
-    study = load_study("negatives", {"data.limit": 321, "budget.trials": 3, "config.trunk.width": 0.25,
-                                     "name": "negatives-big"})
-    assert study.data["limit"] == 321 and study.budget.trials == 3 and study.name == "negatives-big"
-    assert study.config["trunk.width"] == 0.25 and study.config["eval.feature_dim"] == 4096
-
-
-def test_conditional_parameters_apply_only_to_their_methods():
-    study = load_study(str(ROOT / "ablations" / "invariance.yaml"))
-    points = grid_points(study)
-    assert {"method": "rotation"} in points and {"method": "jigsaw"} in points
-    assert {"method": "pirl", "transform": "rotation"} in points and {"method": "pirl", "transform": "jigsaw"} in points
-    assert len(points) == 4
-
-
-BAD = {
-    "malformed": ("question: [unclosed\nmethods: [rotation]\n", "malformed YAML"),
-    "unknown key": ({**TINY_STUDY, "budgett": {}}, "budgett: unknown key"),
-    "unknown method": ({**TINY_STUDY, "methods": ["rotation", "nope"]}, "unknown method 'nope'"),
-    "unknown distribution": ({**TINY_STUDY, "params": {"optim.lr": {"gaussian": [0, 1]}}}, "params.optim.lr"),
-    "empty range": ({**TINY_STUDY, "params": {"optim.lr": {"uniform": [0.5, 0.5]}}}, "empty or inverted range"),
-    "inverted range": ({**TINY_STUDY, "params": {"optim.lr": {"loguniform": [1.0, 0.1]}}}, "empty or inverted range"),
-    "empty choice": ({**TINY_STUDY, "params": {"optim.lr": {"choice": []}}}, "empty choice"),
-    "not a setting": ({**TINY_STUDY, "params": {"temperature": {"choice": [0.1]}}}, "params.temperature"),
-    "bad value": ({**TINY_STUDY, "config": {"optim.momentum": 2}}, "optim.momentum"),
-    "no seeds": ({**TINY_STUDY, "budget": {"seeds": 0}}, "budget.seeds"),
-    "confidence outside (0, 1)": ({**TINY_STUDY, "report": {"confidence": 1.5}}, "report.confidence"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_study_is_one_line_naming_file_and_key(case, capsys, tmp_path):
-    data, expected = BAD[case]
-    path = _write(tmp_path / "study.yaml", data)
-    assert main(["sweep", path]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "study.yaml" in err and expected in err, err
-    assert not Path("mlflow.db").exists()
-
-
-def test_budget_that_cannot_fit_the_cluster_is_refused_before_mlflow(capsys, tmp_path):
-    import ray
-
-    path = _write(tmp_path / "big.yaml", {**TINY_STUDY, "budget": {"cpus_per_trial": 64}})
-    try:
-        assert main(["sweep", path]) == 2
-    finally:
-        ray.shutdown()
-    err = capsys.readouterr().err.strip()
-    assert "needs 64 CPUs per trial" in err and err.count("\n") == 0
-    assert not Path("mlflow.db").exists()
 
 
 @pytest.fixture(scope="module")
@@ -196,43 +99,6 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
     compare = next(line for line in out.splitlines() if line.startswith("MLflow compare: "))
     ids = [r.info.run_id for r in children]
     assert compare.removeprefix("MLflow compare: ") in (compare_url(ui, ids, [exp]), compare_url(ui, ids[::-1], [exp]))
-
-
-def test_report_labels_every_stop_reason():
-    from sslray.sweep.stops import Stop, StopReason, failure
-
-    reasons = [StopReason(Stop.COMPLETED), failure(FloatingPointError("loss is nan at epoch 1\nmore")),
-               StopReason(Stop.EARLY_STOPPED, 2), StopReason(Stop.INTERRUPTED, 1)]
-    assert [r.label() for r in reasons] == ["done", "failed", "ASHA@2", "stopped"]
-    assert [r.text() for r in reasons] == ["completed", "failed: FloatingPointError: loss is nan at epoch 1",
-                                           "early-stopped by ASHA after epoch 2",
-                                           "stopped after epoch 1 (the sweep was interrupted)"]
-    for r in reasons:  # what the runner writes on a trial's run, the report reads back
-        assert StopReason.of(r.tags()) == r
-    assert StopReason.of({}) is None
-
-
-def test_a_long_search_space_is_stored_whole_and_reports(tmp_path, capsys):
-    # 200 choices: more than the 5,000 characters an MLflow param holds once written as JSON
-    from sslray.sweep.runner import _parent_run
-    from sslray.sweep.study import STUDY_ARTIFACT, Study
-    from sslray.tracking import Store
-
-    lrs = [round(0.001 * (i + 1), 4) for i in range(200)]
-    study = load_study(_write(tmp_path / "long.yaml", {**TINY_STUDY, "search": "tpe",
-                                                       "params": {"optim.lr": {"choice": lrs}}}))
-    store = Store()
-    parent = _parent_run(study, resume=False, store=store)
-    back = Study.model_validate_json(store.read_text(parent, STUDY_ARTIFACT))
-    assert back == study and back.space.params["optim.lr"].choice == lrs
-    assert main(["report", "long", "--out", str(tmp_path / "rep")]) == 0
-    out = capsys.readouterr().out
-    assert "study long: Does the learning rate matter" in out and "trials: 0" in out
-
-
-def test_report_of_an_unknown_study_is_one_line(capsys):
-    assert main(["report", "never-ran"]) == 2
-    assert "no study 'never-ran'" in capsys.readouterr().err
 
 
 def test_resume_after_the_driver_dies_finishes_only_missing_trials(tmp_path, mlflow_runs):
@@ -391,27 +257,6 @@ def test_asha_on_the_knn_monitor_stops_trials_before_their_evaluation(tmp_path, 
             assert reason.startswith("early-stopped by ASHA after epoch 1") and r.info.status == "KILLED"
             assert "transfer/res3/top1" not in r.data.metrics
     assert any(r.data.tags["sslray.stop_reason"] == "completed" for r in children)
-
-
-def test_report_plots_invariance_per_transform_and_one_curve_per_variant(tmp_path, capsys):
-    from sslray.sweep.report import _plots, _print_invariance
-
-    def row(method, swept, top, probe):
-        return {"run": method, "trial": "t", "method": method, "reason": "completed", "swept": swept, "objective": top,
-                "transfer": {layer: top for layer in LAYERS}, "knn": {layer: None for layer in LAYERS},
-                "invariance": {"rotation/chance": 0.25, **{f"rotation/{layer}/probe_top1": probe for layer in LAYERS}}}
-    rows = [row("rotation", {}, 0.35, 0.48), row("pirl", {"settings.transform": "rotation"}, 0.33, 0.41),
-            row("pirl", {"settings.transform": "jigsaw"}, 0.32, 0.38), row("rotation", {}, 0.35, 0.50)]
-    figs = _plots("inv", rows, None, tmp_path, ["transfer", "knn", "invariance"])
-    assert [f.name for f in figs] == ["per_layer_best.png", "invariance.png"]  # no swept x: no metric-vs-x figure
-    _print_invariance(rows)
-    out = capsys.readouterr().out
-    assert "invariance to rotation: probe top-1 predicting it (chance 25 %)" in out
-    assert "pirl transform=jigsaw" in out and "38.0" in out
-    # two seeds of rotation are one row: their mean with its interval (t(0.975, 1) x sd / sqrt 2 = 12.7)
-    assert "rotation (2)" in out and "49.0 ± 12.7" in out and "48.0" not in out
-    figs = _plots("neg", rows, "settings.transform", tmp_path / "x")
-    assert [f.name for f in figs] == ["metric_vs_swept.png", "per_layer_best.png"]  # only pirl has the x
 
 
 def test_a_diverging_trial_is_recorded_as_failed_with_its_error(tmp_path, monkeypatch, mlflow_runs, capsys):
@@ -592,126 +437,6 @@ def test_a_study_stops_collapsed_trials_and_reports_them(tmp_path, monkeypatch, 
     assert main(["report", "coll"]) == 0
     out = capsys.readouterr().out
     assert out.count("coll@1") == 2 and "best:" not in out
-
-
-def test_report_draws_the_objective_one_line_per_variant_against_a_named_source(tmp_path):
-    """The label-noise study's figure: x is a source named with a query, one line per method."""
-    from sslray.sweep.figures import _fmt, _pairs, _plots
-
-    rows = []
-    for method, extra in (("pretrained", {}), ("distill", {"targets": "classifier"}), ("clusterfit", {})):
-        for i, p in enumerate((0.0, 0.5)):
-            rows.append({"method": method, "swept": {"source": f"latest:supervised?label_noise={p}", **extra,
-                                                      "clusters": None},
-                         "transfer": {layer: 0.1 + 0.01 * i for layer in LAYERS}})
-    figures = _plots("ln", rows, "source", tmp_path, metric="transfer/res4/top1")
-    assert {f.name for f in figures} >= {"metric_vs_swept.png", "objective_by_variant.png"}
-    assert (tmp_path / "objective_by_variant.png").read_bytes()[:4] == b"\x89PNG"
-    assert _pairs(rows[2]["swept"]) == ["source=label_noise=0.0", "targets=classifier"]  # None: not applicable
-    assert _fmt("/tmp/x/runs/sweeps/label_noise/trials") == "trials" and _fmt(0.25) == "0.25"
-
-
-def test_relative_paths_of_a_study_are_anchored_where_it_is_launched(tmp_path, monkeypatch):
-    from sslray.sweep.study import _anchored
-
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs" / "trials").mkdir(parents=True)
-    assert _anchored("runs/trials") == str(tmp_path / "runs" / "trials")
-    assert _anchored("latest:supervised?label_noise=0.5") == "latest:supervised?label_noise=0.5"
-    assert _anchored("nowhere/else") == "nowhere/else" and _anchored(0.5) == 0.5
-
-
-def test_report_draws_transfer_against_pretext_epochs_with_intervals_over_seeds(tmp_path):
-    from types import SimpleNamespace as NS
-
-    from sslray.sweep.figures import _over_epochs
-
-    histories, children = {}, []
-    for i, (method, seed) in enumerate((("rotation", 0), ("rotation", 1), ("jigsaw", 0))):
-        run_id = f"r{i}"
-        for layer in LAYERS:
-            histories[(run_id, f"at_epoch/transfer/{layer}/top1")] = [NS(step=e, value=0.1 * e + 0.01 * seed)
-                                                                      for e in (1, 2, 4)]
-        histories[(run_id, "train/acc")] = [NS(step=e, value=0.2 + 0.1 * e) for e in range(4)]
-        children.append(NS(info=NS(run_id=run_id), data=NS(params={"method": method}, metrics={})))
-    store = NS(history=lambda run_id, key: histories.get((run_id, key), []))
-    path = _over_epochs("pe", children, store, tmp_path, 0.95)
-    assert path == tmp_path / "over_epochs.png" and path.read_bytes()[:4] == b"\x89PNG"
-
-
-def test_report_tabulates_fine_tuning_and_low_shot_with_seeds_as_one_row_beside_the_floor(capsys):
-    """A study that asked for finetune and lowshot gets their tables: a configuration's seeds are
-    one row (mean ± interval), the floor and ceiling beside them, subsets ordered by their size."""
-    from sslray.sweep.report import _print_protocols
-
-    def metrics(ft, shot):
-        out = {"finetune/top1": ft}
-        for s, n, scale in (("10pct", 500, 2), ("1pct", 50, 1)):
-            out.update({f"lowshot/{s}/images": n, f"lowshot/{s}/finetune/top1": scale * shot})
-            out.update({f"lowshot/{s}/linear/{layer}/top1": scale * shot + 0.01 * i for i, layer in enumerate(LAYERS)})
-        return out
-
-    rows = [{"method": "simclr", "swept": {}, "protocols": metrics(ft, 0.1)} for ft in (0.40, 0.44)]
-    rows.append({"method": "rotation", "swept": {}, "protocols": metrics(0.30, 0.15)})
-    _print_protocols(rows, {("random", "floor"): metrics(0.20, 0.05)}, 0.95)
-    out = capsys.readouterr().out.splitlines()
-    head = next(i for i, line in enumerate(out) if line.startswith("fine-tuning"))
-    assert "1pct (50 labelled images), 10pct (500 labelled images)" in out[head]  # smallest subset first
-    assert out[head + 1].split() == ["all", "labels", "1pct", "10pct"]
-    simclr = out[head + 2].split()
-    # two seeds of 40 and 44: mean 42, half-width t(0.975, 1) * sd / sqrt(2) = 12.706 * 2.83 / 1.41 = 25.4
-    assert simclr[:5] == ["simclr", "(2)", "42.0", "±", "25.4"] and simclr[5:] == ["10.0", "±", "0.0", "20.0", "±", "0.0"]
-    assert out[head + 3].split() == ["rotation", "30.0", "15.0", "30.0"]
-    assert out[head + 4].split() == ["random", "(floor)", "20.0", "5.0", "10.0"]
-    low = out.index(next(line for line in out if line.startswith("low-shot 1pct")))
-    assert out[low + 1].split() == list(LAYERS)
-    assert out[low + 3].split() == ["rotation", "15.0", "16.0", "17.0", "18.0", "19.0"]
-    assert any(line.startswith("low-shot 10pct (500 labelled images)") for line in out)
-
-
-def test_report_prints_no_protocol_tables_for_a_study_that_asked_for_none(capsys):
-    from sslray.sweep.report import _print_protocols
-
-    _print_protocols([{"method": "rotation", "swept": {}, "protocols": {}}], {("random", "floor"): {"transfer/res2/top1": 0.3}})
-    assert capsys.readouterr().out == ""
-
-
-def test_report_says_which_collection_the_numbers_are_on():
-    from sslray.sweep.report import evaluated_on
-
-    assert evaluated_on({"data.name": "imagefolder", "data.root": "/d/cifar10", "eval.data.name": "None"}) == \
-        "imagefolder cifar10"
-    assert evaluated_on({"data.name": "synthetic", "data.root": "None", "eval.data.name": "imagefolder",
-                         "eval.data.root": "/d/cifar10"}) == "imagefolder cifar10 (eval.data)"
-    assert evaluated_on({"data.name": "synthetic"}) == "synthetic"
-
-
-def test_report_tabulates_what_the_neighbours_share_with_seeds_as_one_row_and_draws_it(capsys, tmp_path):
-    """Retrieval on clips records the pose and the background: the report's table at a layer has a
-    column per factor (class first, then the pose), seeds as one row, the floor beside; the figure
-    has a panel per factor."""
-    from sslray.sweep.shares import print_shares, shares_figure
-
-    def metrics(pose, bg):
-        out = {}
-        for i, layer in enumerate(LAYERS):
-            out.update({f"retrieval/{layer}/precision_at_8": 0.2 + 0.01 * i, f"retrieval/{layer}/shares/swing": pose,
-                        f"retrieval/{layer}/shares/bg_hue": bg, f"retrieval/{layer}/shares/x": 0.1})
-        return out
-
-    groups = {"shuffle_learn": [metrics(0.30, 0.10), metrics(0.34, 0.12)], "rotation": [metrics(0.05, 0.5)]}
-    factors = print_shares(groups, {("random", "floor"): metrics(0.0, 0.8)}, "res4", 0.95)
-    assert factors == ["class", "swing", "x", "bg_hue"]
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("what the 8 nearest training images share with a test query at res4")
-    assert out[1].split() == ["class", "swing", "x", "bg", "colour"]  # class first, then the pose
-    # two seeds of 30 and 34: mean 32, half-width 12.706 * 2.83 / 1.41 = 25.4
-    assert out[2].split()[:8] == ["shuffle_learn", "(2)", "23.0", "±", "0.0", "32.0", "±", "25.4"]
-    assert out[3].split() == ["rotation", "23.0", "5.0", "10.0", "50.0"]
-    assert out[4].split() == ["random", "(floor)", "23.0", "0.0", "10.0", "80.0"]
-    path = shares_figure("video", groups, {("random", "floor"): metrics(0.0, 0.8)}, tmp_path, 0.95)
-    assert path == tmp_path / "shares.png" and path.stat().st_size > 10_000
-    assert print_shares({"rotation": [{"retrieval/res4/precision_at_8": 0.3}]}, {}, "res4") == []  # no factors: no table
 
 
 def test_a_multi_worker_trial_asks_tune_for_a_driver_not_for_nothing():

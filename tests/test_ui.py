@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from conftest import free_port
 from sslray.cli import main
 from sslray.tracking import Store
 from sslray.tracking.store import KIND_TAG, TRAINING_KIND
@@ -93,7 +94,7 @@ def test_sslray_ui_prints_the_server_and_the_newest_study_runs_address(monkeypat
     store = Store()
     _study_run(store, "lr")
     execs = []
-    port = _free_port()
+    port = free_port()
     monkeypatch.setattr(ui, "serve", _served(execs))  # print, but start no server
     assert main(["ui", "--port", str(port)]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -103,14 +104,6 @@ def test_sslray_ui_prints_the_server_and_the_newest_study_runs_address(monkeypat
     assert "Model training" in out[2]
     (argv,) = execs
     assert argv[1:] == ["ui", "--backend-store-uri", store.uri, "--host", "127.0.0.1", "--port", str(port)]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _served(execs: list):
@@ -124,7 +117,7 @@ def _served(execs: list):
 
 
 def test_sslray_ui_on_a_folder_without_a_store_creates_none(monkeypatch, capsys, tmp_path):
-    port = _free_port()
+    port = free_port()
     monkeypatch.setattr(ui, "serve", _served([]))
     assert main(["ui", "--port", str(port)]) == 0
     out = capsys.readouterr().out

@@ -11,12 +11,13 @@ from sslray.data.video import FPS, SAMPLE_RATE, generate_clips, log_mel, onsets,
 
 
 @pytest.fixture(scope="module")
-def clips():
+def many_clips():
+    """120 clips, 12 of each class: more than conftest's eight, for what holds per class."""
     return generate_clips(120, frames=16, size=32, seed=3)
 
 
-def test_clips_are_deterministic_by_seed_and_split_and_shaped_as_documented(clips):
-    video, labels, audio, f = clips
+def test_clips_are_deterministic_by_seed_and_split_and_shaped_as_documented(many_clips):
+    video, labels, audio, f = many_clips
     assert video.shape == (120, 16, 3, 32, 32) and video.dtype == np.uint8
     assert audio.shape == (120, 16 // FPS * SAMPLE_RATE) and labels.shape == (120,)
     assert f["x"].shape == f["phase"].shape == (120, 16) and f["hue"].shape == (120,)
@@ -27,10 +28,10 @@ def test_clips_are_deterministic_by_seed_and_split_and_shaped_as_documented(clip
     assert (np.abs(np.diff(f["x"], axis=1)) > 0).any()  # things move
 
 
-def test_the_recorded_centre_is_on_the_shape_in_every_frame(clips):
+def test_the_recorded_centre_is_on_the_shape_in_every_frame(many_clips):
     """Ground truth a tracker can trust: for the filled classes (circle, square) the pixel at the
     recorded centre has the clip's foreground colour, not its background's, in every frame."""
-    video, labels, _, f = clips
+    video, labels, _, f = many_clips
     fg = _hsv_to_rgb(f["hue"].astype(float), np.full(120, 0.85), np.full(120, 0.95)) * 255
     checked = 0
     for i in np.flatnonzero(np.isin(labels, [0, 1])):
@@ -45,8 +46,8 @@ def test_the_recorded_centre_is_on_the_shape_in_every_frame(clips):
     assert checked >= 16 * 10
 
 
-def test_onsets_are_the_extremes_of_the_limb_swing(clips):
-    *_, f = clips
+def test_onsets_are_the_extremes_of_the_limb_swing(many_clips):
+    *_, f = many_clips
     times = onsets(f["phase"])
     assert sum(len(t) for t in times) > 60
     for p, hits in zip(f["phase"], times):
@@ -56,8 +57,8 @@ def test_onsets_are_the_extremes_of_the_limb_swing(clips):
             assert abs(np.sin(np.interp(hit, frame_t, p))) == pytest.approx(1, abs=1e-6)
 
 
-def test_the_sound_carries_the_class_pitch_and_is_loudest_at_the_onsets(clips):
-    _, labels, audio, f = clips
+def test_the_sound_carries_the_class_pitch_and_is_loudest_at_the_onsets(many_clips):
+    _, labels, audio, f = many_clips
     times = onsets(f["phase"])
     freqs = np.fft.rfftfreq(audio.shape[1], 1 / SAMPLE_RATE)
     done = 0
@@ -75,10 +76,10 @@ def test_the_sound_carries_the_class_pitch_and_is_loudest_at_the_onsets(clips):
     assert done > 100
 
 
-def test_log_mel_puts_a_higher_pitch_in_a_higher_band(clips):
+def test_log_mel_puts_a_higher_pitch_in_a_higher_band(many_clips):
     """At a clip's first onset (where the tone is loudest, above the noise), the loudest mel band
     of the highest-pitched class lies above that of the lowest-pitched one."""
-    _, labels, audio, f = clips
+    _, labels, audio, f = many_clips
     mel = log_mel(audio, hop=64)
     assert mel.shape[:2] == (120, 40) and bool(mel.isfinite().all())
     times = onsets(f["phase"])

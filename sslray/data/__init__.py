@@ -1,7 +1,10 @@
 """Data sources: the embedded shapes (``synthetic``), generated clips (``synthetic_video``),
 ``cifar10``, image collections on disk or object storage (``imagefolder``, ``manifest``) and
 Parquet shards (``parquet``), held in memory (:class:`MemorySource`: one uint8 tensor per split,
-decoded once and cached) or streamed (Ray Data: :mod:`.stream`, :mod:`.shards`).
+decoded once and cached) or streamed (Ray Data: :mod:`.stream`, :mod:`.shards`). Every source
+serves the :class:`~sslray.data.source.Source` / :class:`~sslray.data.source.Batch` contract, cut
+to the views a method declares (:mod:`.views`); ``sslray data prepare`` writes the shards
+(:mod:`.prepare`).
 
 Every split's labels index one class list: the training split's. Opening a source lists and
 checks; a memory source decodes its split when first read, so a run checks everything before it

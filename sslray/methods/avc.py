@@ -37,7 +37,8 @@ from pydantic import Field
 from torch import nn
 
 from ..components.audio import AudioNet, spectrogram
-from ..components.augment import cut_views
+from ..components.inputs import batch_inputs
+from ..components.occlusion import heat_map, localisation_figure, occlusion_map, pointing_game
 from ..config import MAX_DIM, MAX_FRAMES, MAX_WIDTH
 from ..data.video import FPS
 from ..errors import UserError
@@ -47,7 +48,6 @@ from .base import Afterwards, Method, Strict, accuracy
 N_FFT = 256  # the window of log_mel's STFT: a shorter sound has no spectrogram
 LOCALISATION_CLIPS = 64
 SHOWN = 6
-OCCLUSION_BATCH = 512  # occluded images per trunk pass
 
 
 class AVCSettings(Strict):
@@ -171,7 +171,7 @@ class AVC(Method):
         """``(images float (B, 3, S, S), labels, audio, frame, track)`` of every clip, on this device."""
         device = next(self.parameters()).device
         for batch in source.scan(batch_size):
-            x = cut_views(batch.views[0].to(device).float().div_(255), self.input_views())[0]
+            x, = batch_inputs(batch, self.input_views(), device)
             e = batch.extra
             yield x, batch.labels, e["audio"].to(device), e["frame"], e["track"]
 
@@ -202,30 +202,20 @@ class AVC(Method):
         return right / max(seen, 1)
 
     def occlusion(self, x: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, int, int]:
-        """The drop of the correspondence log-odds when a grey square (a quarter of the side, at an
-        eighth-side stride) hides each cell: ``(drops (B, n, n), square side, stride)``."""
-        size = x.shape[-1]
-        side, stride = max(1, round(size / 4)), max(1, round(size / 8))
-        cells = range(0, size - side + 1, stride)
+        """The drop of the correspondence log-odds, logit 1 - logit 0, with ``segments`` when a grey
+        square hides each cell (:func:`~sslray.components.occlusion.occlusion_map`): ``(drops (B, n,
+        n), square side, stride)``."""
         a = self.audio_fc(self.sound_features(segments))
 
-        def log_odds(images, copies: int = 1):  # (copies * B images, cell-major) -> (B, copies)
-            out = self.fusion(torch.cat([self.vision_fc(self.trunk(images)), a.repeat(copies, 1)], 1))
-            return (out[:, 1] - out[:, 0]).view(copies, len(a)).T
+        def log_odds(images):  # k * B images, cell-major: item i's sound pairs with every k-th block's row i
+            out = self.fusion(torch.cat([self.vision_fc(self.trunk(images)), a.repeat(len(images) // len(a), 1)], 1))
+            return out[:, 1] - out[:, 0]
 
-        base = log_odds(x)[:, 0]
-        corners = [(r, c) for r in cells for c in cells]
-        drops = torch.empty(len(x), len(corners), device=x.device)
-        per_pass = max(1, OCCLUSION_BATCH // len(x))  # cells per trunk pass: a few large batches, not 49 small
-        for first in range(0, len(corners), per_pass):
-            group = corners[first:first + per_pass]
-            hidden = x.repeat(len(group), 1, 1, 1)  # cell-major: the k-th cell's copies are rows k*B .. (k+1)*B
-            for k, (r, c) in enumerate(group):
-                hidden[k * len(x):(k + 1) * len(x), :, r:r + side, c:c + side] = 0.5
-            drops[:, first:first + len(group)] = base[:, None] - log_odds(hidden, len(group))
-        return drops.view(len(x), len(cells), len(cells)), side, stride
+        return occlusion_map(log_odds, x)
 
     def localisation(self, source) -> tuple[dict[str, float], object]:
+        """The pointing game of the occlusion maps of the middle frame of up to ``LOCALISATION_CLIPS``
+        test clips with their own sound, and the figure of the first ``SHOWN``."""
         x, _, audio, frame, track = next(self._batches(source, LOCALISATION_CLIPS))
         s, size = self.settings, x.shape[-1]
         segments, _, _ = pair_audio(audio, frame, self.info.fps, self.info.sample_rate, s.sound_seconds,
@@ -235,45 +225,13 @@ class AVC(Method):
         at = track[torch.arange(len(x)), frame.long()].float()  # x, y, scale of the shown frame
         centre = (at[:, :2] + 1) / 2 * size  # pixels (column, row)
         radius = at[:, 2] * size / 2
-        n = drops.shape[1]
-        mid = torch.arange(n) * stride + side / 2  # cell centres (pixels)
-        rows, cols = torch.meshgrid(mid, mid, indexing="ij")
-        inside = (cols[None] - centre[:, 0, None, None]) ** 2 + (rows[None] - centre[:, 1, None, None]) ** 2 \
-            <= radius[:, None, None] ** 2  # (B, n, n)
-        hit = inside.flatten(1).gather(1, drops.flatten(1).argmax(1, keepdim=True)).squeeze(1)
+        hit, inside = pointing_game(drops, side, stride, centre, radius)
         metrics = {"avc/localisation_hit": hit.float().mean().item(),
                    "avc/localisation_chance": inside.flatten(1).float().mean(1).mean().item()}
-        heat = torch.zeros(len(x), size, size)
-        cover = torch.zeros(size, size)
-        for i in range(n):
-            for j in range(n):
-                r, c = i * stride, j * stride
-                heat[:, r:r + side, c:c + side] += drops[:, i, j, None, None]
-                cover[r:r + side, c:c + side] += 1
-        heat = heat / cover.clamp_min(1)
-        return metrics, self._figure(x[:SHOWN].float().cpu(), heat[:SHOWN], centre, radius, hit)
-
-    def _figure(self, images, heat, centre, radius, hit):
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, SHOWN, figsize=(SHOWN * 1.6, 2.0), dpi=120, squeeze=False)
-        for k, ax in enumerate(axes.flat):
-            ax.axis("off")
-            if k >= len(images):
-                continue
-            ax.imshow(images[k].permute(1, 2, 0).clamp(0, 1).numpy())
-            ax.imshow(heat[k].numpy(), cmap="inferno", alpha=0.5)
-            cx, cy = (centre[k] - 0.5).tolist()  # imshow puts pixel i's centre at i
-            ax.plot(cx, cy, "+", color="cyan", markersize=8, mew=1.5)
-            ax.add_patch(plt.Circle((cx, cy), float(radius[k]), fill=False, color="cyan", lw=0.8))
-            ax.set_title("hit" if hit[k] else "miss", fontsize=7)
-        fig.suptitle("avc: occlusion drop of the correspondence log-odds with the clip's own sound "
-                     "(+: the object's recorded centre)", fontsize=7)
-        fig.tight_layout()
-        return fig
+        heat = heat_map(drops, side, stride, size)
+        title = ("avc: occlusion drop of the correspondence log-odds with the clip's own sound "
+                 "(+: the object's recorded centre)")
+        return metrics, localisation_figure(x[:SHOWN].float().cpu(), heat[:SHOWN], centre, radius, hit, title, SHOWN)
 
     @torch.no_grad()
     def after_training(self, train, test) -> Afterwards:

@@ -26,16 +26,15 @@ negative); after training, ``negatives.png``, a grid of the last negatives.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from ..components.distributed import gather, is_distributed, rank, world_size
+from ..components.langevin import frozen_statistics, langevin
+from ..components.replay_buffer import ReplayBuffer
 from ..components.shuffle import shuffled
 from ..errors import UserError
 from . import register
@@ -67,60 +66,6 @@ class EBMSettings(Strict):
                                                                 "with spectral norm and Adam at lr 1e-4; under the "
                                                                 "shared SGD at lr 0.1 an unbounded linear head "
                                                                 "diverged here within 6 steps")
-
-
-class ReplayBuffer(nn.Module):
-    """Persistent chains (Tieleman 2008; Du & Mordatch's replay buffer), held as float16 so they
-    checkpoint with the model. Every worker holds the same buffer: the chains of a step are drawn
-    as one set of distinct slots for the global batch (drawn on rank 0), and written back gathered."""
-
-    def __init__(self, size: int, shape: tuple[int, ...], reset: float):
-        super().__init__()
-        self.size, self.reset = size, reset
-        self.register_buffer("chains", torch.rand(size, *shape).half())
-
-    def draw(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(slots of the global batch, this worker's n chain starts, which starts are fresh noise)``."""
-        slots = torch.randperm(self.size, device=self.chains.device)[: n * world_size()]
-        if is_distributed():
-            dist.broadcast(slots, 0)
-        starts = self.chains[slots[rank() * n:(rank() + 1) * n]].float()
-        fresh = torch.rand(n, device=starts.device) < self.reset
-        return slots, torch.where(fresh[:, None, None, None], torch.rand_like(starts), starts), fresh
-
-    @torch.no_grad()
-    def store(self, slots: torch.Tensor, chains: torch.Tensor) -> None:
-        """Write every worker's chains back to the slots they were drawn from."""
-        self.chains[slots] = gather(chains.detach()).to(self.chains.dtype)
-
-
-@contextmanager
-def frozen_statistics(module: nn.Module):
-    """Batch-norm layers normalise with the batch but leave their running statistics alone."""
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in layers]
-    for m in layers:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(layers, saved):
-            m.momentum = mom
-
-
-def langevin(energy, x: torch.Tensor, steps: int, step_size: float, noise: float,
-             clip: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` Langevin steps from ``x`` on ``energy`` (images -> per-image energies), in [0, 1];
-    returns the chains and the energies at their start (no gradient to the model)."""
-    x, start = x.detach(), None
-    for _ in range(steps):
-        x.requires_grad_(True)
-        with torch.enable_grad():
-            e = energy(x).float()
-            grad, = torch.autograd.grad(e.sum(), x)
-        start = e.detach() if start is None else start
-        x = (x - step_size * grad.clamp(-clip, clip) + noise * torch.randn_like(x)).clamp(0, 1).detach()
-    return x, start
 
 
 def ebm_loss(e_pos: torch.Tensor, e_neg: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from ..errors import UserError
+from ..tracking.tags import PARENT_TAG, SOURCE_RUN_TAG
 from . import register
 from ._source import find_source, load_source_trunk, source_noise
 from .base import Method, Strict
@@ -50,8 +51,8 @@ class Pretrained(Method):
         return {"source_method": self.source.method, **source_noise(self.source)}
 
     def run_tags(self):
-        return {"mlflow.parentRunId": self.source.mlflow_run_id,
-                "sslray.source_run": str(self.source.run_dir.path.resolve())}
+        return {PARENT_TAG: self.source.mlflow_run_id,
+                SOURCE_RUN_TAG: str(self.source.run_dir.path.resolve())}
 
     def forward(self, views, y, idx):
         raise RuntimeError("a pretrained trunk is evaluated, not trained")

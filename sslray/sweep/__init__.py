@@ -1,1 +1,2 @@
-"""Studies: search spaces, Ray Tune + Optuna sweeps, and reports read back from MLflow."""
+"""Studies: search spaces, Ray Tune + Optuna sweeps with their floor and ceiling baseline runs and
+each trial's stop reason, and reports (tables and figures) read back from MLflow."""

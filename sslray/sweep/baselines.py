@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 from ..config import RunConfig, setting_key
+from ..tracking.tags import BASELINE_KEY_TAG, BASELINE_TAG, ROLE_TAG, tag_is
 from .study import Study, trial_overrides
 
 EXPERIMENT = "sslray-baselines"
@@ -46,7 +47,7 @@ def _run_baseline(cfg_dict: dict, key: str, uri: str) -> str:
 
     cfg = build_config(cfg_dict["method"], {}, cfg_dict)
     result = run(build_run(cfg), progress=False, uri=uri,
-                 tags={"sslray.baseline": cfg.method, "sslray.baseline_key": key, "sslray.role": "baseline"})
+                 tags={BASELINE_TAG: cfg.method, BASELINE_KEY_TAG: key, ROLE_TAG: "baseline"})
     return result.run_id
 
 
@@ -63,7 +64,7 @@ def ensure_baselines(study: Study, store, root: Path) -> tuple[dict[str, str], l
     for method in ROLES:
         cfg = build_config(method, baseline_overrides(study, method, root))
         key = baseline_key(cfg)
-        have = store.runs(exp, f"tags.`sslray.baseline_key` = '{key}' and attributes.status = 'FINISHED'",
+        have = store.runs(exp, f"{tag_is(BASELINE_KEY_TAG, key)} and attributes.status = 'FINISHED'",
                           order_by=["start_time DESC"], max_results=1)
         if have:
             found[method] = have[0].info.run_id

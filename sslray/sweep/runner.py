@@ -24,6 +24,8 @@ from ..config import group_id
 from ..errors import Interrupted, UserError
 from ..paths import Held, check_output, lock_file
 from ..tracking import RunDir, Store, Tracker
+from ..tracking.tags import (BEST_RUN_TAG, GROUP_TAG, PARENT_TAG, QUESTION_TAG, ROLE_TAG, SEED_INDEX_TAG, STUDY_TAG,
+                             TRIAL_ID_TAG, baseline_run_tag, tag_is)
 from .stops import Stop, StopReason, failure
 from .study import STUDY_ARTIFACT, Study, applies, param_name, trial_overrides
 
@@ -149,6 +151,7 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     """One Tune trial: one sslray run, a child of the study's parent run."""
     import ray.tune
 
+    from ..eval.health import Collapsed
     from ..train.build import build_config, build_run
     from ..train.run import run
 
@@ -171,14 +174,14 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
     built = build_run(cfg)
     run_dir = RunDir(Path(root) / "trials" / trial_id)
     resume = run_dir if run_dir.has(RunDir.META) else None
-    tags = {"mlflow.parentRunId": parent_id, "sslray.study": study.name, "sslray.trial_id": trial_id,
-            "sslray.role": "trial", "sslray.group": group_id(cfg.model_dump()),
-            "sslray.seed_index": str(seed_index(config)), **StopReason(Stop.RUNNING).tags()}
+    tags = {PARENT_TAG: parent_id, STUDY_TAG: study.name, TRIAL_ID_TAG: trial_id,
+            ROLE_TAG: "trial", GROUP_TAG: group_id(cfg.model_dump()),
+            SEED_INDEX_TAG: str(seed_index(config)), **StopReason(Stop.RUNNING).tags()}
     store = Store(uri)
     try:
         result = run(built, resume=resume, progress=False, run_dir=run_dir, tags=tags, reporter=TuneReporter(), uri=uri)
     except Exception as e:  # a diverged or broken trial: say why on its MLflow run, then let Tune see it
-        if type(e).__name__ == "Collapsed" and run_dir.has(RunDir.META):  # stopped early, not an error
+        if isinstance(e, Collapsed) and run_dir.has(RunDir.META):  # stopped early, not an error
             store.set_tags(run_dir.mlflow_run_id, StopReason(Stop.COLLAPSED, getattr(e, "epoch", None),
                                                              getattr(e, "why", "")).tags())
             store.set_status(run_dir.mlflow_run_id, "KILLED")
@@ -198,13 +201,13 @@ def trial_fn(config: dict, study_json: str, parent_id: str, uri: str, root: str)
 def _parent_run(study: Study, resume: bool, store: Store) -> str:
     exp = store.experiment(study.name)
     if resume:
-        found = store.runs(exp, f"tags.`sslray.role` = 'study' and tags.`sslray.study` = '{study.name}'",
+        found = store.runs(exp, f"{tag_is(ROLE_TAG, 'study')} and {tag_is(STUDY_TAG, study.name)}",
                            order_by=["start_time DESC"], max_results=1)
         if found:
             store.set_status(found[0].info.run_id, "RUNNING")
             return found[0].info.run_id
     parent = Tracker(study.name, run_name=f"study-{study.name}", store=store,
-                     tags={"sslray.role": "study", "sslray.study": study.name, "sslray.question": study.question})
+                     tags={ROLE_TAG: "study", STUDY_TAG: study.name, QUESTION_TAG: study.question})
     # the study whole, as an artifact (the report reads it back); params are for the UI's columns
     store.log_text(parent.run_id, study.model_dump_json(indent=1), STUDY_ARTIFACT)
     parent.log_params({"question": study.question[:5000], "methods": ",".join(study.methods),
@@ -289,7 +292,7 @@ def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage:
         from .baselines import ROLES, ensure_baselines
 
         found, problems = ensure_baselines(study, store, root)
-        store.set_tags(parent_id, {f"sslray.{ROLES[m]}_run": run_id for m, run_id in found.items()})
+        store.set_tags(parent_id, {baseline_run_tag(ROLES[m]): run_id for m, run_id in found.items()})
         for p in problems:
             print(f"warning: {p}; the report will show no {p.split()[1]}", flush=True)
     trainable = tune.with_parameters(trial_fn, study_json=study.model_dump_json(), parent_id=parent_id,
@@ -371,7 +374,7 @@ def finalize(study: Study, parent_id: str, store: Store, status: str = "FINISHED
             store.set_tags(r.info.run_id, reason.tags())
         value = r.data.metrics.get(study.objective.metric)
         if reason.stop is Stop.COMPLETED and value is not None:
-            done.setdefault(r.data.tags.get("sslray.group", r.info.run_id), []).append((r, value))
+            done.setdefault(r.data.tags.get(GROUP_TAG, r.info.run_id), []).append((r, value))
     store.set_status(parent_id, status)
     out = {"trials": len(children), "best": None}
     if done:  # the best configuration by the mean of its seeds; its best seed's run stands for it
@@ -381,7 +384,7 @@ def finalize(study: Study, parent_id: str, store: Store, status: str = "FINISHED
         out["best"] = {"run_id": r.info.run_id, study.objective.metric: value, "seeds": len(runs),
                        "method": r.data.params.get("method"),
                        "params": {k: r.data.params.get(k) for k in swept_param_names(study)}}
-        store.set_tags(parent_id, {"sslray.best_run": r.info.run_id})
+        store.set_tags(parent_id, {BEST_RUN_TAG: r.info.run_id})
         store.log_metrics(parent_id, {f"best/{study.objective.metric}": value})
     return out
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-TAG, EPOCH_TAG, ERROR_TAG, TEXT_TAG = "sslray.stop", "sslray.stop_epoch", "sslray.stop_error", "sslray.stop_reason"
+from ..tracking.tags import STOP_EPOCH_TAG, STOP_ERROR_TAG, STOP_REASON_TAG, STOP_TAG
+
+TAG, EPOCH_TAG, ERROR_TAG, TEXT_TAG = STOP_TAG, STOP_EPOCH_TAG, STOP_ERROR_TAG, STOP_REASON_TAG
 
 
 class Stop(str, Enum):

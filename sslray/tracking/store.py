@@ -16,13 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .tags import KIND_TAG, PARENT_TAG, TRAINING_KIND, tag_is
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-
-#: MLflow 3's record of what an experiment is for: ``custom_model_development`` ("Machine learning"
-#: in the UI) or ``genai_development``. MLflow 3.17's UI picks an experiment's landing page from its
-#: sidebar switch instead (see :mod:`sslray.tracking.ui`); the tag still says what the runs are.
-KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def tracking_uri(uri: str | None = None) -> str:
@@ -149,7 +145,7 @@ class Store:
         return list(self.client.search_runs(ids, filter_string=where, order_by=order_by, max_results=max_results))
 
     def children(self, experiment_id: str, parent_id: str) -> list:
-        return self.runs(experiment_id, f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        return self.runs(experiment_id, tag_is(PARENT_TAG, parent_id))
 
     def set_status(self, run_id: str, status: str) -> None:
         """RUNNING, or a terminal status (FINISHED, FAILED, KILLED)."""

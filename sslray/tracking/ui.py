@@ -2,7 +2,7 @@
 
 MLflow 3.17 opens an experiment on the page of the UI's *workflow type*, a sidebar switch
 ("GenAI" / "Model training") that the browser remembers and that starts on GenAI, whose landing
-page is the traces overview. The experiment's kind tag (:data:`~sslray.tracking.store.KIND_TAG`)
+page is the traces overview. The experiment's kind tag (:data:`~sslray.tracking.tags.KIND_TAG`)
 does not change that in 3.17: the UI reads it only when the switch is disabled, and 3.17 has it on.
 An address chooses for itself: ``?workflowType=machine_learning`` opens the runs table whatever the
 browser remembers. From the home page, a user picks *Model training* in the switch once.
@@ -22,6 +22,7 @@ from urllib.parse import quote, urlencode
 
 from ..errors import UserError
 from .store import Store
+from .tags import ROLE_TAG, STUDY_TAG, tag_is
 
 DEFAULT_UI = "http://127.0.0.1:5000"  # what `sslray ui` serves unless told otherwise
 UI_ENV = "SSLRAY_UI_URL"
@@ -51,7 +52,7 @@ def runs_url(base: str, experiment_id: str, study: str | None = None, objective:
     transfer/res3/top1"``, as the study run's ``objective`` param reads) flat and best first."""
     query = dict(TRAINING)
     if study:
-        query["searchFilter"] = f"tags.`sslray.study` = '{study}'"
+        query["searchFilter"] = tag_is(STUDY_TAG, study)
     mode, _, metric = (objective or "").partition(" ")
     if mode in ("max", "min") and metric:
         query.update(orderByKey=f"metrics.`{metric}`", orderByAsc="true" if mode == "min" else "false")
@@ -72,11 +73,11 @@ def newest_runs(store: Store, base: str) -> tuple[str, str] | None:
     exps = store.experiments()
     if not exps:
         return None
-    found = store.runs([e.experiment_id for e in exps], "tags.`sslray.role` = 'study'",
+    found = store.runs([e.experiment_id for e in exps], tag_is(ROLE_TAG, "study"),
                        order_by=["start_time DESC"], max_results=1)
     if found:
         run = found[0]
-        name = run.data.tags.get("sslray.study", "")
+        name = run.data.tags.get(STUDY_TAG, "")
         return f"study {name}", runs_url(base, run.info.experiment_id, name, run.data.params.get("objective"))
     return f"experiment {exps[0].name}", runs_url(base, exps[0].experiment_id)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import flatten
+from ..config import RunConfig, flatten
 from ..eval import probe_protocol
 from ..errors import UserError
 from ..paths import check_output
 from ..tracking import RunDir, Store, Tracker, store_exists, tracking_uri
+from ..tracking.tags import DATA_TAG, METHOD_TAG, RUN_DIR_TAG
 from .build import Built
 from .checkpoint import LocalCheckpoints
 from .worker import EpochReporter, WorkerSpec, train_worker
@@ -39,7 +40,7 @@ def resolved_params(b: Built) -> dict:
             "resolved.device": str(default_device())}
 
 
-def preflight(cfg, resume: RunDir | None = None, run_dir: RunDir | None = None, data_cpus: float = 0.0,
+def preflight(cfg: RunConfig, resume: RunDir | None = None, run_dir: RunDir | None = None, data_cpus: float = 0.0,
               uri: str | None = None) -> None:
     """What can fail before a run starts, short of its data, in one line and writing nothing: an
     unwritable run folder, a cluster that cannot hold the run (address, GPUs, CPUs, storage), an
@@ -89,7 +90,7 @@ def _drive(built: Built, run_dir: RunDir, store: Store, run_id: str | None, resu
     from .launch import launch_ray
 
     cfg, method = built.cfg, built.method
-    tags = {"sslray.method": cfg.method, "sslray.data": cfg.data.name, "sslray.run_dir": str(run_dir.path.resolve()),
+    tags = {METHOD_TAG: cfg.method, DATA_TAG: cfg.data.name, RUN_DIR_TAG: str(run_dir.path.resolve()),
             **method.run_tags(), **(tags or {})}
     tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, store=store)
     run_dir.write_config(cfg.model_dump())

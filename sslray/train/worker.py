@@ -22,6 +22,7 @@ from ..config import RunConfig
 from ..eval.health import Collapsed, collapse
 from ..eval.monitor import HealthMonitor, KnnMonitor
 from ..tracking import RunDir, Tracker
+from ..tracking.tags import COLLAPSED_TAG
 from .build import Built, build_run
 from .checkpoint import LocalCheckpoints, RayCheckpoints
 from .loop import fit
@@ -139,7 +140,7 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
             if why and not said["collapse"]:  # once per run: one line and a tag
                 said["collapse"] = True
                 print(f"collapse: {cfg.method} at epoch {epoch + 1}: {why}", flush=True)
-                tracker.set_tags({"sslray.collapsed": f"epoch {epoch + 1}: {why}"})
+                tracker.set_tags({COLLAPSED_TAG: f"epoch {epoch + 1}: {why}"})
             stop_why = why if cfg.eval.stop_on_collapse else None
         if ctx.is_main and epoch + 1 in cfg.eval.at_epochs:  # before the checkpoint: a resume never misses it
             run_dir.save_trunk_at(epoch + 1, method.trunk.state_dict())

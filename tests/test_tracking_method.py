@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from sslray.data.synthetic import _hsv_to_rgb
-from sslray.data.video import generate_clips
 from sslray.components.losses import info_nce
 from sslray.errors import UserError
 from sslray.methods import DataInfo
@@ -18,14 +17,15 @@ from sslray.models import build_trunk
 
 
 @pytest.fixture(scope="module")
-def clips():
-    video, labels, _, f = generate_clips(8, frames=16, size=32, seed=0)
+def clip_tensors(clips):
+    """The shared clips as ``(video float in [0, 1], labels, track (x, y, scale) per frame, fields)``."""
+    video, labels, _, f = clips
     track = torch.from_numpy(np.stack([f["x"], f["y"], f["scale"]], -1))
     return torch.from_numpy(video).float() / 255, torch.from_numpy(labels), track, f
 
 
-def test_patch_boxes_are_centred_on_the_recorded_object_and_clamped_at_the_border(clips):
-    _, _, track, _ = clips
+def test_patch_boxes_are_centred_on_the_recorded_object_and_clamped_at_the_border(clip_tensors):
+    _, _, track, _ = clip_tensors
     centres = track[:, :, :2].reshape(-1, 2)
     pixel = (centres + 1) / 2 * 32
     small = patch_boxes(centres, 16, 32)  # the generator keeps centres in [-0.35, 0.35]: 10.4..21.6 px
@@ -42,8 +42,8 @@ def test_patch_boxes_are_centred_on_the_recorded_object_and_clamped_at_the_borde
     assert edge.tolist() == [[0, 8, 24, 32], [8, 0, 32, 24]]
 
 
-def test_the_centre_of_a_cut_patch_is_the_object_more_often_than_a_random_pixel(clips):
-    video, _, track, f = clips
+def test_the_centre_of_a_cut_patch_is_the_object_more_often_than_a_random_pixel(clip_tensors):
+    video, _, track, f = clip_tensors
     b, t = video.shape[:2]
     frames, centres = video.reshape(b * t, 3, 32, 32), track[:, :, :2].reshape(-1, 2)
     # a 16-px box at pixels 6..22 x 10..26, resized to 32: the crop upsampled by 2 (inside its
@@ -67,8 +67,8 @@ def test_the_centre_of_a_cut_patch_is_the_object_more_often_than_a_random_pixel(
         assert on_object(crops).float().mean() > anywhere + 0.05  # the crop holds more object than the frame
 
 
-def test_tracked_pairs_take_frames_gap_apart(clips):
-    video, _, track, _ = clips
+def test_tracked_pairs_take_frames_gap_apart(clip_tensors):
+    video, _, track, _ = clip_tensors
     torch.manual_seed(0)
     query, tracked = tracked_pairs(video, track, gap=15, patch=32)  # gap = T - 1: frames 0 and 15, whole
     assert torch.allclose(query, video[:, 0], atol=1e-5) and torch.allclose(tracked, video[:, 15], atol=1e-5)
@@ -100,10 +100,10 @@ def test_ranking_loss_takes_the_hardest_negatives():
 
 
 @pytest.mark.parametrize("loss", ["ranking", "infonce"])
-def test_a_training_step_gives_a_finite_loss_and_gradients(clips, loss, monkeypatch):
+def test_a_training_step_gives_a_finite_loss_and_gradients(clip_tensors, loss, monkeypatch):
     import sslray.methods.tracking as tracking
 
-    video, labels, track, _ = clips
+    video, labels, track, _ = clip_tensors
     torch.manual_seed(0)
     info = DataInfo(10, 8, 32, 8, ("clip", "track"), frames=16, fps=8)
     settings = TrackingSettings(loss=loss)

@@ -4,11 +4,12 @@ buffers checked against what they should be, on tiny trunks (issue 17)."""
 import pytest
 import torch
 
+from sslray.components.langevin import langevin
+from sslray.components.replay_buffer import ReplayBuffer
 from sslray.components.shuffle import shuffled
 from sslray.methods import DataInfo, get_method
 from sslray.methods.cpc import patch_grid, positive_index
 from sslray.methods.dae import corrupt
-from sslray.methods.ebm import ReplayBuffer, langevin
 from sslray.models import build_trunk
 
 
