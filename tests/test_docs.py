@@ -1,0 +1,78 @@
+"""The documentation: the site builds offline with warnings as errors (a broken link, a missing figure or
+an unknown anchor fails it, shown failing on a planted one), its methods page says what ``sslray
+methods`` says, and README — the front door — stays short and points at pages and figures that exist."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sslray
+from sslray.cli import main
+from sslray.methods import discover
+from sslray.methods.catalogue import as_markdown, as_text, catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+
+def build(root: Path, out: Path) -> subprocess.CompletedProcess:
+    """``mkdocs build --strict`` of the site whose ``mkdocs.yml`` is in ``root``, into ``out``, offline. Never
+    with ``-q``: mkdocs counts only the warnings it logs, so a quiet strict build passes a broken link."""
+    env = {**os.environ, "PYTHONPATH": str(Path(sslray.__file__).parents[1]), "NO_MKDOCS_2_WARNING": "1"}
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f",
+                           str(root / "mkdocs.yml"), "-d", str(out)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path):
+    done = build(ROOT, tmp_path / "site")
+    assert done.returncode == 0, done.stderr
+    methods = (tmp_path / "site" / "methods" / "index.html").read_text()
+    for name in ("simclr", "byol", "simsiam", "barlow", "vicreg", "dino", "shuffle_learn", "random"):
+        assert f'id="{name}"' in methods
+    # every figure the pages show is in the site
+    for page in (tmp_path / "site").rglob("*.html"):
+        for src in re.findall(r'<img [^>]*src="([^"]+)"', page.read_text()):
+            if not src.startswith(("http", "data:")):
+                assert (page.parent / src).resolve().is_file(), f"{page}: {src}"
+    assert not (ROOT / "docs" / "methods.md").exists()  # generated at build time, never in the tree
+
+
+@pytest.mark.parametrize("planted, phrase", [
+    ("[the study](studies/no-such-study.md)", "studies/no-such-study.md"),
+    ("![a figure](results/no-such-figure.png)", "results/no-such-figure.png"),
+    ("[a section](studies/negatives.md#no-such-section)", "no-such-section"),
+], ids=["broken link", "missing figure", "unknown anchor"])
+def test_the_build_fails_on_a_planted_broken_reference(tmp_path, planted, phrase):
+    copy = tmp_path / "copy"
+    shutil.copytree(ROOT / "docs", copy / "docs", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")
+    page = copy / "docs" / "getting-started.md"
+    page.write_text(page.read_text() + f"\nSee {planted}.\n")
+    done = build(copy, tmp_path / "site")
+    assert done.returncode != 0
+    assert phrase in done.stderr + done.stdout
+
+
+def test_the_methods_page_says_what_sslray_methods_prints(capsys):
+    entries = catalogue()
+    assert [e.name for e in entries] == sorted(discover())
+    assert main(["methods"]) == 0
+    assert capsys.readouterr().out == as_text(entries) + "\n"
+    page = as_markdown(entries)
+    for e in entries:
+        assert f"\n## {e.name}\n" in page and e.summary in page
+        section = page.split(f"\n## {e.name}\n")[1].split("\n## ")[0]
+        for s in e.settings:
+            assert f"| `{s.key}` | `{s.default!r}` |" in section
+    simclr = next(e for e in entries if e.name == "simclr")
+    temperature = next(s for s in simclr.settings if s.key == "temperature")
+    assert (temperature.default, temperature.bounds) == (0.5, "> 0, ≤ 10")
+    assert "Chen et al. 2020" in simclr.about
