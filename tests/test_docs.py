@@ -76,3 +76,23 @@ def test_the_methods_page_says_what_sslray_methods_prints(capsys):
     temperature = next(s for s in simclr.settings if s.key == "temperature")
     assert (temperature.default, temperature.bounds) == (0.5, "> 0, ≤ 10")
     assert "Chen et al. 2020" in simclr.about
+
+
+def _readme_links() -> list[str]:
+    text = README.read_text()
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("http://", "https://", "#"))]
+
+
+def test_readme_fits_on_a_screen_and_points_at_what_exists():
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 300
+    links = _readme_links()
+    assert any(t.endswith(".png") for t in links)  # the one figure
+    assert {"docs/studies/index.md", "docs/cluster.md"} <= {t.split("#")[0] for t in links}
+    for target in links:
+        assert (ROOT / target.split("#")[0]).exists(), target
+
+
+def test_readmes_method_table_lists_every_registered_method():
+    rows = {m.group(1) for m in re.finditer(r"^\| `([a-z_0-9]+)` \|", README.read_text(), re.M)}
+    assert set(discover()) <= rows, sorted(set(discover()) - rows)
