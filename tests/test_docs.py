@@ -88,7 +88,7 @@ def test_readme_fits_on_a_screen_and_points_at_what_exists():
     assert len(lines) <= 300
     links = _readme_links()
     assert any(t.endswith(".png") for t in links)  # the one figure
-    assert {"docs/studies/index.md", "docs/cluster.md"} <= {t.split("#")[0] for t in links}
+    assert {"docs/findings.md", "docs/studies/index.md", "docs/cluster.md"} <= {t.split("#")[0] for t in links}
     for target in links:
         assert (ROOT / target.split("#")[0]).exists(), target
 
@@ -96,3 +96,15 @@ def test_readme_fits_on_a_screen_and_points_at_what_exists():
 def test_readmes_method_table_lists_every_registered_method():
     rows = {m.group(1) for m in re.finditer(r"^\| `([a-z_0-9]+)` \|", README.read_text(), re.M)}
     assert set(discover()) <= rows, sorted(set(discover()) - rows)
+
+
+def test_every_finding_has_a_verdict_and_every_study_a_finding():
+    text = (ROOT / "docs" / "findings.md").read_text()
+    rows = [[c.strip() for c in line.strip("|").split(" | ")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(("| claim", "|---"))]
+    assert len(rows) >= 30 and all(len(r) == 5 for r in rows)
+    verdicts = ("holds", "does not hold", "not separable at this scale")
+    assert all(r[3].startswith(verdicts) for r in rows), [r[3] for r in rows if not r[3].startswith(verdicts)]
+    cited = {m for r in rows for m in re.findall(r"\]\(studies/([a-z0-9-]+\.md)\)", r[1])}
+    pages = {p.name for p in (ROOT / "docs" / "studies").glob("*.md")} - {"index.md", "cpu-scale.md"}
+    assert pages <= cited, sorted(pages - cited)
