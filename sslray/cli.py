@@ -317,12 +317,9 @@ def cmd_data_prepare(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .methods import discover
+    from .methods.catalogue import as_text, catalogue
 
-    for name, cls in sorted(discover().items()):
-        print(f"{name:<14}{cls.summary()}")
-        for key, field in cls.Settings.model_fields.items():
-            print(f"{'':<16}{key} = {field.default!r}  {field.description or ''}".rstrip())
+    print(as_text(catalogue()))  # the documentation's methods page renders the same catalogue
     return 0
 
 

@@ -137,9 +137,9 @@ def test_resume_after_the_driver_dies_finishes_only_missing_trials(tmp_path, mlf
 
 def test_a_user_walks_from_the_mlflow_home_page_to_the_per_layer_metrics_of_a_study(tiny_sweep, monkeypatch, mlflow_runs,
                                                                                      tmp_path, capsys):
-    """README's path in headless Chromium: the server `sslray ui` starts, its home page, the study's
-    experiment by name (on its runs table, not the GenAI overview), the trial rows, tick them,
-    *Compare*, every layer's metric; then the addresses `sslray report` prints, each trial's
+    """The docs' MLflow walk-through (docs/mlflow-ui.md) in headless Chromium: the server `sslray ui`
+    starts, its home page, the study's experiment by name (on its runs table, not the GenAI overview),
+    the trial rows, tick them, *Compare*, every layer's metric; then the addresses `sslray report` prints, each trial's
     per-layer figure and the study's figures as artifacts. A failed step leaves its screenshot and
     page source in test-artifacts/mlflow-ui/; SSLRAY_DOCS_SHOTS=1 also writes docs/mlflow_compare.png."""
     import json
@@ -203,7 +203,7 @@ def test_a_user_walks_from_the_mlflow_home_page_to_the_per_layer_metrics_of_a_st
                     b.wheel_to(row_label, metrics, f"the row transfer/{layer}/top1")
                     b.find(row_label, f"transfer/{layer}/top1 on screen", timeout=10)
                 b.driver.save_screenshot(str(tmp_path / "compare.png"))
-                if os.environ.get("SSLRAY_DOCS_SHOTS"):  # README's picture, made here: a small palette PNG
+                if os.environ.get("SSLRAY_DOCS_SHOTS"):  # the walk-through's picture, made here: a small palette PNG
                     from PIL import Image
 
                     Image.open(tmp_path / "compare.png").convert("P", palette=Image.ADAPTIVE, colors=64).save(

@@ -1,7 +1,8 @@
 """The method registry: every module in this package registers its methods by name.
 
 Adding a method is adding one module here that defines a :class:`Method` subclass decorated
-with :func:`register`; nothing else changes. Modules whose name starts with ``_`` are helpers.
+with :func:`register`; nothing else changes. Modules whose name starts with ``_`` are helpers, as are
+``base`` and ``catalogue`` (the registry as data, for ``sslray methods`` and the documentation).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from ..errors import UserError
 from .base import Afterwards, DataInfo, Method, Strict
 
 METHODS: dict[str, type[Method]] = {}
-_HELPERS = {"base"}
+_HELPERS = {"base", "catalogue"}
 
 
 def register(cls: type[Method]) -> type[Method]:
