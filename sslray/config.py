@@ -102,7 +102,7 @@ class DataConfig(Strict):
     decode: Literal["auto", "cpu", "gpu"] = Field(
         "auto", description="stream: where training images are decoded. cpu: Ray Data's CPU tasks decode and cut "
                             "the views; gpu: they only read the files, the training GPU decodes (nvJPEG) and cuts; "
-                            "auto: gpu on a GPU run whose pipeline has fewer than 12 CPUs (data.cpus_per_worker), "
+                            "auto: gpu on a GPU run whose pipeline has fewer than 6 CPUs (data.cpus_per_worker), "
                             "else cpu")
     memory_gb: float = Field(4.0, gt=0, json_schema_extra=unbounded(
         "a threshold only: whatever it says, a split held in memory is checked against the machine's memory"),

@@ -109,7 +109,7 @@ def test_auto_decodes_on_the_gpu_only_where_few_cpus_feed_one():
     s = stream.StreamSource.__new__(stream.StreamSource)
     s.decode = "cpu"
     assert set_decode(DataConfig(decode="auto", cpus_per_worker=4), s, gpu=True) == "gpu" and s.decode == "gpu"
-    assert set_decode(DataConfig(decode="auto", cpus_per_worker=14), s, gpu=True) == "cpu" and s.decode == "cpu"
+    assert set_decode(DataConfig(decode="auto", cpus_per_worker=6), s, gpu=True) == "cpu" and s.decode == "cpu"
     assert set_decode(DataConfig(decode="cpu", cpus_per_worker=1), s, gpu=True) == "cpu"
     memory = MemorySource.__new__(MemorySource)
     assert set_decode(DataConfig(decode="auto", cpus_per_worker=1), memory, gpu=True) == "cpu"

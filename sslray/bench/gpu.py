@@ -276,6 +276,10 @@ def report(rows: list[dict], settings: dict, json_path: str | None) -> dict:
                 met = "met" if r["vs_ceiling"] >= RATIO_TARGET and r["data_wait"] <= TARGET else "not met"
                 notes.append(f"{name} streamed (decode={r['decode']}) / compiled ceiling = {r['vs_ceiling']:.2f}, "
                              f"data wait {r['data_wait']:.1%} (targets >= {RATIO_TARGET} and <= {TARGET:.0%}: {met})")
+    if any(r["part"] in ("memory", "stream") for r in rows):
+        notes.append("data wait: the host's time blocked on the source; with the next batch fetched while the "
+                     "device works through the queued step it can pass under the device's work: compare a streamed "
+                     "row's img/s with the memory row's for what the device lost")
     for r in rows:
         if r["part"] == "profile":
             print(f"profile of {r['method']} (eager, {r['device']}):\n{r['table']}")

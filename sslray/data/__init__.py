@@ -170,10 +170,11 @@ def open_sources(cfg) -> tuple[Source, Source]:
     return tuple(StreamSource(c, c.split, cfg.image_size, cfg.cpus_per_worker) for c in cats)
 
 
-#: data.decode=auto decodes on the GPU when a training process's pipeline has fewer CPUs than this:
-#: on photo-like 100-KB JPEGs one CPU cut SimCLR's two 224-px views at 233 img/s, and one H200
-#: trained ResNet-50 SimCLR at about 3,500 img/s compiled, i.e. about 15 CPUs per GPU
-AUTO_GPU_BELOW_CPUS = 12
+#: data.decode=auto decodes on the GPU when a training process's pipeline has fewer CPUs than this.
+#: Measured on one H200 (docs/performance.md): one CPU cut SimCLR's two 224-px views of photo-like
+#: 114-KB JPEGs at 290 img/s, and SimCLR decoded on the GPU trained at 1,753 img/s (nvJPEG and the
+#: crops share the GPU with training): the CPUs are faster from about 6 of them on
+AUTO_GPU_BELOW_CPUS = 6
 
 
 def set_decode(cfg, train: Source, gpu: bool) -> str:
