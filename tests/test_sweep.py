@@ -437,6 +437,7 @@ def test_a_study_stops_collapsed_trials_and_reports_them(tmp_path, monkeypatch, 
     assert main(["report", "coll"]) == 0
     out = capsys.readouterr().out
     assert out.count("coll@1") == 2 and "best:" not in out
+    assert f"figure: {Path('reports') / 'coll' / 'health.png'}" in out  # the collapse, drawn per epoch
 
 
 def test_a_multi_worker_trial_asks_tune_for_a_driver_not_for_nothing():

@@ -21,6 +21,7 @@ from ..tracking import Store, store_exists, tracking_uri
 from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .figures import _group, _over_epochs, _pairs, _plots, _transforms
+from .health_figure import health_figure
 from .shares import print_shares, shares_figure
 from .study import STUDY_ARTIFACT, Study, param_name
 
@@ -146,6 +147,10 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         figures += [f for f in [shares_figure(name, neighbours, frame_all, out, study.report.confidence)] if f]
     if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
         figures.append(_over_epochs(name, children, store, out, study.report.confidence))
+    tags = {r.info.run_id: r.data.tags for r in children}  # health per epoch, collapsed runs marked
+    health = health_figure(name, [{**r, "tags": tags.get(r["run"], {})} for r in rows], store, out,
+                           lambda r: _group(r, None))
+    figures += [health] if health else []
     for f in figures:
         store.log_artifact(parent.info.run_id, f, "report")
     for f in figures:

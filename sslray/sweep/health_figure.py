@@ -1,0 +1,68 @@
+"""``health.png`` of a study's report: the representation-health measures logged every epoch
+(``health/std``, ``health/rank``, ``health/alignment``, ``health/uniformity``; :mod:`sslray.eval.health`)
+against pretraining epochs, one line per configuration (its method and swept values, mean over its
+seeds), a cross where a run was flagged collapsed. What shows whether, and when, an ablation
+collapses: the question of the negative-free methods (issue 27)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..tracking.tags import COLLAPSED_TAG
+
+MEASURES = (("health/std", "embedding std (1 = spread, 0 = collapsed)"),
+            ("health/rank", "effective rank (RankMe)"),
+            ("health/alignment", "alignment (lower: views agree)"),
+            ("health/uniformity", "uniformity (lower: spread on the sphere)"))
+
+
+def health_curves(rows: list[dict], store, label) -> tuple[dict, dict]:
+    """``({configuration: {measure: {epoch: [values over seeds]}}}, {configuration: [collapse epochs]})``
+    from the runs of ``rows`` (``row["run"]``: an MLflow run id); ``label(row)`` names a configuration."""
+    curves: dict = {}
+    collapsed: dict = {}
+    for r in rows:
+        name = label(r)
+        for key, _ in MEASURES:
+            for m in store.history(r["run"], key):
+                curves.setdefault(name, {}).setdefault(key, {}).setdefault(m.step + 1, []).append(m.value)
+        tag = r.get("tags", {}).get(COLLAPSED_TAG, "")
+        if tag.startswith("epoch "):  # "epoch 3: rank 1.02 below 1.5"
+            collapsed.setdefault(name, []).append(int(tag.split(":")[0].split()[1]))
+    return curves, collapsed
+
+
+def health_figure(name: str, rows: list[dict], store, out: Path, label) -> Path | None:
+    """Draw ``out/health.png`` (None when no run logged a health measure)."""
+    curves, collapsed = health_curves(rows, store, label)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.4 * len(MEASURES), 3.8), dpi=110)
+    for ax, (key, title) in zip(axes, MEASURES):
+        for config in sorted(curves):
+            by_epoch = curves[config].get(key, {})
+            xs = sorted(by_epoch)
+            if not xs:
+                continue
+            ys = [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs]
+            line, = ax.plot(xs, ys, marker=".", label=config)
+            for e in collapsed.get(config, []):
+                if e in by_epoch:
+                    ax.plot([e], [sum(by_epoch[e]) / len(by_epoch[e])], marker="x", ms=9, mew=2,
+                            color=line.get_color())
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("pretraining epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle(f"{name}: representation health per epoch (mean over seeds; x: flagged collapsed)", fontsize=10)
+    fig.tight_layout()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "health.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
