@@ -11,7 +11,7 @@ torch.set_num_threads(2)
 
 # tiny but real: a 1/8-width ResNet-18 on a few hundred synthetic images
 TINY = ["--set", "trunk.width=0.125", "--set", "data.limit=200", "--set", "data.test_limit=100",
-        "--set", "optim.batch_size=50", "--set", "eval.probe_epochs=5", "--set", "eval.feature_dim=1024",
+        "--set", "optim.batch_size=50", "--set", "eval.linear.epochs=5", "--set", "eval.feature_dim=1024",
         "--quiet"]
 
 

@@ -26,7 +26,7 @@ TINY_STUDY = {
     "params": {"optim.lr": {"grid": [0.05, 0.2]}},
     "search": "grid",
     "data": {"name": "synthetic", "limit": 200, "test_limit": 100},
-    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.probe_epochs": 3, "eval.feature_dim": 512},
+    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.linear.epochs": 3, "eval.feature_dim": 512},
     "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1},
     "objective": {"metric": "transfer/res3/top1", "mode": "max"},
     "early_stopping": None,
@@ -164,7 +164,7 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
     for b in (floor, ceiling):
         assert b.info.status == "FINISHED" and b.data.params["trunk.width"] == "0.125"
         assert_probed(b.data.metrics, [f"transfer/{layer}/top1" for layer in LAYERS], n_test=100)
-        assert b.data.params["data.limit"] == "200" and b.data.params["eval.probe_epochs"] == "3"
+        assert b.data.params["data.limit"] == "200" and b.data.params["eval.linear.epochs"] == "3"
     # a second study with the same settings reuses them: nothing runs, the same two runs come back
     from sslray.sweep.baselines import EXPERIMENT, ensure_baselines
     from sslray.sweep.study import load_study
