@@ -197,9 +197,11 @@ class EvalConfig(Strict):
 
     enabled: bool = True
     protocols: list[str] | None = Field(
-        None, description="the evaluation protocols to run, each a module of sslray/eval/protocols (`sslray eval "
-                          "--help` lists them): linear probes and kNN per layer by default; finetune, lowshot, "
-                          "retrieval and invariance on request")
+        None, description="the evaluation protocols to run, each a module of sslray/eval/protocols with its settings "
+                          "block eval.<protocol>.<key>: linear (a probe per layer on frozen features) and knn (a "
+                          "weighted kNN vote per layer) by default; finetune (the whole trunk and a new head), lowshot "
+                          "(probes on class-balanced label subsets), retrieval (nearest training images per layer) "
+                          "and invariance (to eval.invariance.transforms, per layer)")
     data: DataConfig | None = Field(None, description="the labelled collection to evaluate on (transfer), e.g. "
                                                      "eval.data.name=synthetic; default: the pretraining data")
     at_epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(

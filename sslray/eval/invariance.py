@@ -35,11 +35,10 @@ from ..components.augment import color_jitter, random_resized_crop
 from ..models import extract_features
 from .probes import linear_probe, standardize
 from .protocols.base import Result
+from .transforms import TRANSFORMS, VARIANTS
 
 FACTORS = ("hue", "x", "y", "angle", "scale")
-VARIANTS = {"identity": 2, "rotation": 4, "jigsaw": 2, "color": 2, "crop": 2}
-#: transforms the evaluation can measure invariance to
-TRANSFORMS = tuple(VARIANTS)
+
 
 
 def _jigsaw(x: torch.Tensor, shuffled: torch.Tensor, grid: int = 3) -> torch.Tensor:

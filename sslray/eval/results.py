@@ -137,7 +137,8 @@ def finetune_top1(metrics: dict[str, float]) -> float | None:
 
 
 def lowshot(metrics: dict[str, float]) -> dict[str, dict]:
-    """``{subset: {"images": n, "finetune": top1, "linear": {layer: top1}}}`` (what a run measured)."""
+    """``{subset: {"images": n, "whole_trunk": top1 fine-tuned, "per_layer": {layer: linear top1}}}``
+    (what a run measured)."""
     out: dict[str, dict] = {}
     for r in results_of(metrics):
         if r.protocol != "lowshot":
@@ -147,9 +148,9 @@ def lowshot(metrics: dict[str, float]) -> dict[str, dict]:
         if r.metric == "images":
             got["images"] = r.value
         elif probe == "finetune":
-            got["finetune"] = r.value
+            got["whole_trunk"] = r.value
         elif probe == "linear" and r.layer:
-            got.setdefault("linear", {})[r.layer] = r.value
+            got.setdefault("per_layer", {})[r.layer] = r.value
     return out
 
 

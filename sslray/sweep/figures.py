@@ -75,7 +75,7 @@ def _best_per_group(rows: list[dict], x_key: str | None) -> dict[str, dict]:
 
 
 def _transforms(rows: list[dict]) -> list[str]:
-    return sorted({t for r in rows for t in res.transforms(r["invariance"])})
+    return sorted({t for r in rows for t in res.transforms(r["invariances"])})
 
 
 def _fmt(v) -> str:
@@ -231,7 +231,7 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
         for ax, t in zip(axes[0], transforms):
             chance = None
             for label, r in best_of.items():
-                inv = r["invariance"]
+                inv = r["invariances"]
                 layers = [layer for layer in LAYERS if (t, layer, "probe_top1") in inv]
                 if layers:
                     chance = inv.get((t, None, "chance"), chance)

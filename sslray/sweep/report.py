@@ -132,8 +132,8 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     _print_protocols(done, frame_all, study.report.confidence)
     neighbours: dict[str, list[dict]] = {}
     for r in done:
-        if r["retrieval"]:
-            neighbours.setdefault(_group(r, None), []).append(r["retrieval"])
+        if r["retrieved"]:
+            neighbours.setdefault(_group(r, None), []).append(r["retrieved"])
     share_layer = res.layer_of(metric) or "res4"
     shared = print_shares(neighbours, frame_all, share_layer, study.report.confidence) if neighbours else []
     out = Path(out_dir) / name
@@ -187,12 +187,12 @@ def _layers(per: dict[str, float]) -> dict[str, float | None]:
 
 def numbers(m: dict[str, float]) -> dict:
     """What a report reads of a run's metrics, from its results (:mod:`sslray.eval.results`): the
-    per-layer linear probe (``transfer``) and kNN top-1, the invariance measures (``{(transform,
-    layer, metric): value}``), and the run's metrics where it measured fine-tuning or low-shot
-    (``protocols``) or retrieval (``retrieval``)."""
-    return {"transfer": _layers(res.linear_top1(m)), "knn": _layers(res.knn_top1(m)), "invariance": res.invariance(m),
+    per-layer linear probe (``transfer``) and kNN top-1 (``knn_top1``), the invariance measures
+    (``invariances``: ``{(transform, layer, metric): value}``), and the run's metrics where it measured
+    fine-tuning or low-shot (``protocols``) or retrieval (``retrieved``)."""
+    return {"transfer": _layers(res.linear_top1(m)), "knn_top1": _layers(res.knn_top1(m)), "invariances": res.invariance(m),
             "protocols": m if res.finetune_top1(m) is not None or res.lowshot(m) else {},
-            "retrieval": m if res.retrieval(m) else {}}
+            "retrieved": m if res.retrieval(m) else {}}
 
 
 def configurations(done: list[dict], level: float, mode: str = "max") -> list[dict]:
@@ -207,13 +207,13 @@ def configurations(done: list[dict], level: float, mode: str = "max") -> list[di
         per = {layer: interval([r["transfer"][layer] for r in runs if r["transfer"][layer] is not None], level)
                for layer in LAYERS if any(r["transfer"][layer] is not None for r in runs)}
         first = runs[0]
-        inv = {k: interval([r["invariance"][k] for r in runs if k in r["invariance"]], level)
-               for k in {k for r in runs for k in r["invariance"]}}
+        inv = {k: interval([r["invariances"][k] for r in runs if k in r["invariances"]], level)
+               for k in {k for r in runs for k in r["invariances"]}}
         out.append({"method": first["method"], "swept": first["swept"], "runs": runs, "n": len(runs),
                     "objective": interval([r["objective"] for r in runs], level), "intervals": per,
                     "row": {**first, "transfer": {layer: per[layer].mean if layer in per else None for layer in LAYERS},
                             "band": {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None},
-                            "invariance": {k: i.mean for k, i in inv.items()},
+                            "invariances": {k: i.mean for k, i in inv.items()},
                             "invariance_band": {k: (i.lo, i.hi) for k, i in inv.items() if i.half is not None}}})
     out.sort(key=lambda c: -c["objective"].mean if mode == "max" else c["objective"].mean)
     return out
@@ -240,7 +240,7 @@ def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None
     configuration's seeds are one row (mean ± interval), beside the floor and ceiling."""
     def read(m: dict) -> dict:  # {column: top1} of fine-tuning, and each low-shot subset
         low = res.lowshot(m)
-        return {"all labels": res.finetune_top1(m), **{s: v.get("finetune") for s, v in low.items()}, "": low}
+        return {"all labels": res.finetune_top1(m), **{s: v.get("whole_trunk") for s, v in low.items()}, "": low}
 
     if not any(r["protocols"] for r in rows):
         return
@@ -273,7 +273,7 @@ def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None
         print(layer_table([(label, cells(ms, cols)) for label, ms in entries], corner="", layers=list(cols),
                           label_width=width, cell=lambda i: i.text()))
     for s in subsets:
-        table = [(label, layer_intervals(ms, lambda m, layer: m[""].get(s, {}).get("linear", {}).get(layer), level))
+        table = [(label, layer_intervals(ms, lambda m, layer: m[""].get(s, {}).get("per_layer", {}).get(layer), level))
                  for label, ms in entries]
         if any(t for _, t in table):
             print(f"low-shot {s} ({images(s)}): linear probe test top-1 % per layer")
@@ -285,14 +285,14 @@ def _print_invariance(rows: list[dict], level: float = 0.95) -> None:
     """Per transform: the probe's top-1 at predicting it from each layer (chance = invariant); the
     seeds of a configuration are one row, mean ± interval."""
     for t in _transforms(rows):
-        have = [r for r in rows if (t, None, "chance") in r["invariance"]]
-        print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariance'][t, None, 'chance']:.0f} %)")
+        have = [r for r in rows if (t, None, "chance") in r["invariances"]]
+        print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariances'][t, None, 'chance']:.0f} %)")
         groups: dict[str, list[dict]] = {}
         for r in have:
             groups.setdefault(_group(r, None), []).append(r)
         table = []
         for name, rs in groups.items():
-            cells = layer_intervals(rs, lambda r, layer: r["invariance"].get((t, layer, "probe_top1")), level)
+            cells = layer_intervals(rs, lambda r, layer: r["invariances"].get((t, layer, "probe_top1")), level)
             table.append((f"{name} ({len(rs)})" if len(rs) > 1 else name, cells))
         print(layer_table(table, corner="variant (seeds)", layers=LAYERS, label_width=32, cell=lambda i: i.text()))
 

@@ -15,9 +15,6 @@ from typing import ClassVar
 import time
 
 from ...config import Strict
-from ...data import MemorySource
-from ...models import extract_features
-from ..features import FeatureCache
 
 
 @dataclass(frozen=True)
@@ -126,15 +123,22 @@ class Scan:
 
     @property
     def fit_train(self):
+        from ...data import MemorySource
+
         return self.train if self.streamed else MemorySource(self.train_set)
 
     @property
     def fit_test(self):
+        from ...data import MemorySource
+
         return self.test if self.streamed else MemorySource(self.test_set)
 
     def features(self) -> dict[str, dict]:
         """``{"train"|"test": {layer: (N, D) float16}}`` of :attr:`train_set` and :attr:`test_set`."""
         if self._feats is None:
+            from ...models import extract_features
+            from ..features import FeatureCache
+
             c = self.cfg
             cache = FeatureCache(self.cache_dir, f"{self.cache_key}|{len(self.train_set)}|{len(self.test_set)}|"
                                                  f"{c.feature_dim}") if self.cache_dir else None

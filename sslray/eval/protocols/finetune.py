@@ -9,7 +9,6 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from ...config import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WEIGHT_DECAY, Strict
-from ..finetune import finetune
 from . import Protocol, Result, register
 
 
@@ -29,6 +28,8 @@ class Finetune(Protocol):
                "finetune_batch_size": "batch_size", "finetune_augment": "augment"}
 
     def run(self, scan) -> list[Result]:
+        from ..finetune import finetune
+
         test = scan.fit_test
         top1 = finetune(scan.trunk, scan.fit_train, test, self.settings, scan.seed, scan.device)
         return [Result(self.name, "top1", top1, n=len(test))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from ...config import Strict
-from ..invariance import TRANSFORMS, measure_invariance
+from ..transforms import TRANSFORMS
 from . import Protocol, Result, register, settings_of
 
 
@@ -41,6 +41,8 @@ class Invariance(Protocol):
         return {"transforms": list(value)}
 
     def run(self, scan) -> list[Result]:
+        from ..invariance import measure_invariance
+
         c = scan.cfg
         return measure_invariance(scan.trunk, scan.test_set, c.layers, c.feature_dim, self.settings.transforms,
                                   settings_of(c, "linear"), scan.seed, self.name)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 
 from ...config import MAX_KNN, MAX_TEMPERATURE, Strict
-from ..probes import knn_top1
 from . import Protocol, Result, register, timed
 
 
@@ -26,6 +25,8 @@ class Knn(Protocol):
     renamed = {"knn_k": "k", "knn_temperature": "temperature"}
 
     def run(self, scan) -> list[Result]:
+        from ..probes import knn_top1
+
         feats, s = scan.features(), self.settings
         out = []
         for layer in scan.cfg.layers:

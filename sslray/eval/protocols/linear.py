@@ -18,7 +18,6 @@ from typing import Annotated
 from pydantic import Field, PositiveInt
 
 from ...config import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_WEIGHT_DECAY, Strict
-from ..probes import linear_probe, tuned_linear_probe
 from . import Protocol, Result, register, timed
 
 
@@ -44,6 +43,8 @@ class LinearSettings(Strict):
 def probe(tr, ytr, te, yte, num_classes: int, s: LinearSettings, seed: int = 0) -> tuple[dict[str, tuple], dict]:
     """One layer's probe, tuned on a validation split or at the fixed lr: ``{metric: (value, images)}``
     and its grid record (empty untuned)."""
+    from ..probes import linear_probe, tuned_linear_probe
+
     if s.tune:
         return tuned_linear_probe("", tr, ytr, te, yte, num_classes, s, seed)
     return {"top1": (linear_probe(tr, ytr, te, yte, num_classes, s.epochs, s.lr, s.weight_decay, s.batch_size, seed),

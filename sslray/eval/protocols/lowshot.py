@@ -12,8 +12,6 @@ from typing import Annotated
 from pydantic import Field
 
 from ...config import Strict, unbounded
-from ...data import MemorySource
-from ..finetune import finetune, label_subset, subset_name
 from . import Protocol, Result, asked, register, settings_of, timed
 from .linear import probe
 
@@ -28,6 +26,8 @@ class LowshotSettings(Strict):
 
 def lowshot_subsets(s: LowshotSettings) -> list[tuple[str, float | None, int | None]]:
     """``(name, fraction, shots)`` of every low-shot subset the settings ask for."""
+    from ..finetune import subset_name
+
     return ([(subset_name(fraction=f), f, None) for f in s.fractions]
             + [(subset_name(shots=k), None, k) for k in s.shots])
 
@@ -39,6 +39,9 @@ class Lowshot(Protocol):
     renamed = {"lowshot_fractions": "fractions", "lowshot_shots": "shots"}
 
     def run(self, scan) -> list[Result]:
+        from ...data import MemorySource
+        from ..finetune import finetune, label_subset
+
         feats, c = scan.features(), scan.cfg
         linear = settings_of(c, "linear")
         ytr, yte = scan.train_set.labels, scan.test_set.labels

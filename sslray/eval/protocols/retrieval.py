@@ -5,7 +5,6 @@ per layer of queries and their neighbours. Runs on the images :class:`Scan` hold
 
 from __future__ import annotations
 
-from ..retrieval import retrieval
 from . import Protocol, Result, register
 
 
@@ -14,6 +13,8 @@ class Retrieval(Protocol):
     name = "retrieval"
 
     def run(self, scan) -> list[Result]:
+        from ..retrieval import retrieval
+
         c = scan.cfg
         out, figures = retrieval(scan.trunk, scan.train_set, scan.test_set, scan.features(), c.layers, c.feature_dim,
                                  scan.seed, scan.device, scan.title, self.name)
