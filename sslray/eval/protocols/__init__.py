@@ -14,12 +14,13 @@ import pkgutil
 
 from pydantic import ValidationError
 
-from ...config import validation_message
+from ...config import EvalConfig, validation_message
 from ...errors import UserError
 from .base import NoSettings, Protocol, Result, Scan, timed
 
 PROTOCOLS: dict[str, type[Protocol]] = {}
 _HELPERS = {"base"}
+_FOUND = False
 #: what runs when ``eval.protocols`` is not given
 DEFAULT = ("linear", "knn")
 
@@ -34,9 +35,13 @@ def register(cls: type[Protocol]) -> type[Protocol]:
 
 
 def discover() -> dict[str, type[Protocol]]:
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_") and mod.name not in _HELPERS:
-            importlib.import_module(f"{__name__}.{mod.name}")
+    """Every protocol module of this package imported (once; results are parsed by the thousand)."""
+    global _FOUND
+    if not _FOUND:
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_") and mod.name not in _HELPERS:
+                importlib.import_module(f"{__name__}.{mod.name}")
+        _FOUND = True
     return PROTOCOLS
 
 
@@ -91,7 +96,8 @@ def resolve_eval(tree: dict, stored: bool = False) -> dict:
         elif value:  # a protocol asked by a value of its own (eval.invariance=[rotation] -> the protocol)
             tree.setdefault(name, {})
             tree[name] = {**PROTOCOLS[name].from_flat(value), **tree[name]}
-            tree["protocols"] = [*(tree.get("protocols") or DEFAULT), name]
+            asked_before = tree.get("protocols")
+            tree["protocols"] = [*(DEFAULT if asked_before is None else asked_before), name]
     if tree.get("protocols") is None:
         tree["protocols"] = list(DEFAULT)
     names = tree.get("protocols")
@@ -99,8 +105,6 @@ def resolve_eval(tree: dict, stored: bool = False) -> dict:
         for n in names:
             if isinstance(n, str):
                 get_protocol(n)
-    from ...config import EvalConfig
-
     fields = EvalConfig.model_fields
     for key in [k for k in tree if k not in fields]:
         if key not in PROTOCOLS:
@@ -110,7 +114,7 @@ def resolve_eval(tree: dict, stored: bool = False) -> dict:
         block = tree.get(name)
         if block is not None and not isinstance(block, dict):
             raise UserError(f"eval.{name} is a block of settings (eval.{name}.<key>=...), got {block!r}"
-                            + (f"; {cls.hint}" if getattr(cls, "hint", "") else ""))
+                            + (f"; {cls.hint}" if cls.hint else ""))
         try:
             tree[name] = cls.Settings(**(block or {})).model_dump()
         except ValidationError as e:

@@ -49,13 +49,22 @@ class Protocol:
     title: ClassVar[str | None] = None
     #: run again on the trunks kept after ``eval.at_epochs`` (the cheap per-layer probes)
     over_epochs: ClassVar[bool] = False
-    #: flat keys of an older EvalConfig, ``{old: new key in the block}``: refused with the new name
+    #: flat keys of an older EvalConfig, ``{old: new key in the block}``: typed by a user, refused
+    #: with the new name; read from a stored config, renamed. ``{old: ""}``: the old key held a value
+    #: that asked for the protocol itself (``eval.invariance: [rotation]``), read by :meth:`from_flat`
     renamed: ClassVar[dict[str, str]] = {}
+    #: how to write what such an old value meant (the refusal's hint)
+    hint: ClassVar[str] = ""
 
     def __init__(self, settings: Strict):
         self.settings = settings
 
     def run(self, scan: "Scan") -> list[Result]:  # pragma: no cover - every protocol implements it
+        raise NotImplementedError
+
+    @classmethod
+    def from_flat(cls, value) -> dict:
+        """The settings block an older config's flat value (``renamed = {old: ""}``) meant."""
         raise NotImplementedError
 
     @classmethod

@@ -35,8 +35,8 @@ class Invariance(Protocol):
     renamed = {"invariance": ""}
     hint = "eval.invariance.transforms=[...] and invariance in eval.protocols"
 
-    @staticmethod
-    def from_flat(value) -> dict:
+    @classmethod
+    def from_flat(cls, value) -> dict:
         """The block an older config's ``eval.invariance: [rotation, ...]`` meant."""
         return {"transforms": list(value)}
 
