@@ -20,6 +20,7 @@ from typing import Any
 from . import LAYERS
 from .config import IGNORED, flatten_tree, setting_key
 from .errors import UserError
+from .eval import results as res
 from .paths import FIGURE_SUFFIXES, check_output
 from .stats import LEVEL, METHOD, Interval, check_level, layer_intervals, separability
 from .table import layer_table, pct
@@ -82,9 +83,14 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def family_intervals(groups: list[list[dict[str, Any]]], family: str, level: float) -> list[dict[str, Interval]]:
-    """Per group: ``{layer: Interval}`` of ``family/<layer>/top1`` over its runs (seeds)."""
-    return [layer_intervals(g, lambda r, layer: r["metrics"].get(f"{family}/{layer}/top1"), level) for g in groups]
+def family_intervals(groups: list[list[dict[str, Any]]], family, level: float) -> list[dict[str, Interval]]:
+    """Per group: ``{layer: Interval}`` over its runs (seeds) of ``family(metrics)``, a run's
+    ``{layer: top1}`` of one protocol (:func:`sslray.eval.results.linear_top1`, ``knn_top1``)."""
+    out = []
+    for g in groups:
+        per = [family(r["metrics"]) for r in g]
+        out.append(layer_intervals(per, lambda p, layer: p.get(layer), level))
+    return out
 
 
 def family_table(intervals: list[dict[str, Interval]], names: list[str]) -> str:
@@ -105,14 +111,13 @@ def separable_lines(intervals: list[dict[str, Interval]], names: list[str]) -> l
 
 def invariance_tables(runs: list[dict[str, Any]], names: list[str]) -> str:
     """Per transform: each layer's mean cosine of f(I), f(I^t) and the transform probe's top-1."""
-    transforms = sorted({k.split("/")[1] for r in runs for k in r["metrics"] if k.startswith("invariance/")})
+    inv = [res.invariance(r["metrics"]) for r in runs]
     blocks = []
-    for t in transforms:
-        have = [(n, r) for n, r in zip(names, runs) if f"invariance/{t}/chance" in r["metrics"]]
-        chance = have[0][1]["metrics"][f"invariance/{t}/chance"]
-        rows = [(name, {layer: (r["metrics"][f"invariance/{t}/{layer}/cosine"],
-                                r["metrics"].get(f"invariance/{t}/{layer}/probe_top1"))
-                        for layer in LAYERS if f"invariance/{t}/{layer}/cosine" in r["metrics"]}) for name, r in have]
+    for t in sorted({t for i in inv for t in res.transforms(i)}):
+        have = [(n, i) for n, i in zip(names, inv) if (t, None, "chance") in i]
+        chance = have[0][1][t, None, "chance"]
+        rows = [(name, {layer: (i[t, layer, "cosine"], i.get((t, layer, "probe_top1")))
+                        for layer in LAYERS if (t, layer, "cosine") in i}) for name, i in have]
         title = f"**{t}** — cosine(f(I), f(I^t)) / probe top-1 predicting the {t} (chance {pct(chance)} %)"
         table = layer_table(rows, style="markdown", corner="run", cell=lambda v: f"{v[0]:.2f} / {pct(v[1], '–')}")
         blocks.append(f"{title}\n\n{table}")
@@ -132,7 +137,7 @@ def compare(targets: list[str], runs: str = "runs", plot: str | None = None, inv
     names = [f"{n} ({len(g)} seeds)" if len(g) > 1 else n for n, g in zip(names, groups)]
     seeded = any(len(g) > 1 for g in groups)
     how = (f" — mean ± half-width of the {round(100 * level)} % {METHOD}" if seeded else "")
-    probe, knn = family_intervals(groups, "transfer", level), family_intervals(groups, "knn", level)
+    probe, knn = family_intervals(groups, res.linear_top1, level), family_intervals(groups, res.knn_top1, level)
     parts = [f"Linear probe top-1 (%){how}", "", family_table(probe, names)]
     if any(knn):
         parts += ["", f"kNN top-1 (%){how}", "", family_table(knn, names)]

@@ -24,8 +24,6 @@ Layer = Literal["conv1", "res2", "res3", "res4", "res5"]
 
 #: the largest image side a run may ask for (a 4096-px view is already 48 MB per image as uint8)
 MAX_IMAGE_SIZE = 4096
-#: transforms the evaluation can measure invariance to (see :mod:`sslray.eval.invariance`)
-TRANSFORMS = ("identity", "rotation", "jigsaw", "color", "crop")
 
 # The bounds every numeric setting takes from its meaning. A field with no upper (or lower) bound
 # says why none is needed with :func:`unbounded`; a bound a validator enforces (with its own
@@ -195,30 +193,25 @@ class OptimConfig(Strict):
 
 
 class EvalConfig(Strict):
+    """What the evaluation runs and on what. Each protocol of ``protocols`` is a registered module of
+    :mod:`sslray.eval.protocols` with its own settings block, ``eval.<protocol>.<key>`` (validated
+    by the protocol's ``Settings`` where a run is configured, :func:`sslray.train.build.build_config`)."""
+
+    # a protocol's settings block is an extra key holding a mapping; anything else is refused below
+    model_config = ConfigDict(extra="allow")
+
     enabled: bool = True
-    protocols: list[Literal["linear", "knn", "finetune", "lowshot", "retrieval"]] = Field(
-        default_factory=lambda: ["linear", "knn"],
-        description="linear: a probe per layer on frozen features; knn: a weighted kNN vote per layer; finetune: "
-                    "the whole trunk and a new head trained on the labels (finetune/top1); lowshot: linear probes "
-                    "(and, with finetune, fine-tuning) on class-balanced label subsets (lowshot/<subset>/...); "
-                    "retrieval: per layer, recall@k of the nearest training images, what they share beyond the "
-                    "class, and a figure of queries and neighbours beside an untrained trunk's (retrieval/...)")
-    finetune_epochs: PositiveInt = Field(10, le=MAX_EPOCHS, description="finetune: epochs")
-    finetune_lr: float = Field(0.01, gt=0, le=MAX_LR,
-                               description="finetune: SGD lr (Nesterov momentum 0.9, cosine to 0)")
-    finetune_weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY)
-    finetune_batch_size: PositiveInt = Field(128, le=MAX_BATCH)
-    finetune_augment: bool = Field(True, description="finetune: random pad-and-crop (1/8 of the side) and flips")
-    lowshot_fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=lambda: [0.01, 0.1], description="lowshot: label fractions of every class (in (0, 1])")
-    lowshot_shots: list[Annotated[int, Field(ge=1, json_schema_extra=unbounded(
-        "k-shot of every class: a class with fewer images gives them all"))]] = Field(
-        default_factory=list, description="lowshot: images per class (k-shot)")
+    protocols: list[str] | None = Field(
+        None, description="the evaluation protocols to run, each a module of sslray/eval/protocols with its settings "
+                          "block eval.<protocol>.<key>: linear (a probe per layer on frozen features) and knn (a "
+                          "weighted kNN vote per layer) by default; finetune (the whole trunk and a new head), lowshot "
+                          "(probes on class-balanced label subsets), retrieval (nearest training images per layer) "
+                          "and invariance (to eval.invariance.transforms, per layer)")
     data: DataConfig | None = Field(None, description="the labelled collection to evaluate on (transfer), e.g. "
                                                      "eval.data.name=synthetic; default: the pretraining data")
     at_epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
-        default_factory=list, description="also evaluate the trunk as it was after these epochs (linear + kNN per "
-                                          "layer, at_epoch/... with the epoch as step) and draw transfer against "
+        default_factory=list, description="also evaluate the trunk as it was after these epochs (the per-layer "
+                                          "probes, at_epoch/... with the epoch as step) and draw transfer against "
                                           "pretext epochs: how long to pretrain")
     layers: list[Layer] = Field(default_factory=lambda: list(LAYERS), min_length=1,
                                 description="the trunk stages probed (at least one)")
@@ -226,32 +219,10 @@ class EvalConfig(Strict):
         9216, le=MAX_FEATURE_DIM,
         description="per-layer feature size after adaptive average pooling (Goyal et al. 2019)"
     )
-    probe_epochs: PositiveInt = Field(30, le=MAX_EPOCHS)
-    probe_lr: float = Field(0.01, gt=0, le=MAX_LR, description="AdamW lr of the linear probe when untuned "
-                                                               "(probe_tune: false); tuned, the grid's reference head "
-                                                               "(untuned/<layer>/top1)")
-    probe_weight_decay: float = Field(5e-4, ge=0, le=MAX_WEIGHT_DECAY, description="weight decay of the untuned probe")
-    probe_tune: bool = Field(True, description="choose each layer's probe lr and weight decay on a validation split "
-                                               "carved from the training split: every head of the grid trains in "
-                                               "one pass, the test top-1 of the head best on validation is reported")
-    probe_lrs: list[Annotated[float, Field(gt=0, le=MAX_LR)]] = Field(
-        default_factory=lambda: [0.0003, 0.001, 0.003], min_length=1,
-        description="probe grid: AdamW lrs (CIFAR-scale features chose 3e-4 to 1e-3; the fixed lr is added)")
-    probe_weight_decays: list[Annotated[float, Field(ge=0, le=MAX_WEIGHT_DECAY)]] = Field(
-        default_factory=lambda: [5e-4, 0.05], min_length=1,
-        description="probe grid: AdamW (decoupled) weight decays; the per-step shrink is lr x weight decay")
-    probe_val_fraction: float = Field(0.1, gt=0, lt=0.5, description="probe_tune: share of each class held out of "
-                                                                     "the probe's training split for validation")
-    probe_batch_size: PositiveInt = Field(256, le=MAX_BATCH)
-    knn_k: PositiveInt = Field(20, le=MAX_KNN, description="neighbours in the weighted kNN vote (Wu et al. 2018; the "
-                                                           "paper: 200); at most the training images vote")
-    knn_temperature: float = Field(0.07, gt=0, le=MAX_TEMPERATURE)
     monitor: bool = Field(False, description="per-epoch kNN top-1 of pooled res5 on a small subset "
                                              "(monitor/knn_top1): a proxy comparable across methods")
     monitor_size: PositiveInt = Field(1000, json_schema_extra=unbounded(WHOLE),
                                       description="monitor: training images (test: half as many)")
-    invariance: list[str] = Field(default_factory=list,
-                                  description=f"transforms to measure invariance to, per layer: {', '.join(TRANSFORMS)}")
     train_limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
                                             description="probe training images (default: all)")
     test_limit: PositiveInt | None = Field(None, json_schema_extra=unbounded(WHOLE),
@@ -278,13 +249,17 @@ class EvalConfig(Strict):
                                       "invariance subsets), kept apart from run.seed: runs with different run.seed "
                                       "differ in their pretraining alone")
 
-    @field_validator("invariance")
-    @classmethod
-    def _known_transforms(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TRANSFORMS]
-        if unknown:
-            raise ValueError(f"unknown transform(s) {', '.join(map(repr, unknown))}; known: {', '.join(TRANSFORMS)}")
-        return v
+    @model_validator(mode="after")
+    def _blocks_only(self):
+        """An extra key is a protocol's settings block (a mapping); a loose value is no key of ours."""
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"unknown key {key!r}")
+        return self
+
+    def block(self, name: str) -> dict:
+        """The settings block of protocol ``name`` as given (empty: the protocol's defaults)."""
+        return dict((self.model_extra or {}).get(name) or {})
 
 
 class DistConfig(Strict):

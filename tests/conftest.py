@@ -14,7 +14,7 @@ torch.set_num_threads(2)
 
 # tiny but real: a 1/8-width ResNet-18 on a few hundred synthetic images
 TINY = ["--set", "trunk.width=0.125", "--set", "data.limit=200", "--set", "data.test_limit=100",
-        "--set", "optim.batch_size=50", "--set", "eval.probe_epochs=5", "--set", "eval.feature_dim=1024",
+        "--set", "optim.batch_size=50", "--set", "eval.linear.epochs=5", "--set", "eval.feature_dim=1024",
         "--quiet"]
 
 
@@ -81,7 +81,7 @@ TINY_STUDY = {
     "params": {"optim.lr": {"grid": [0.05, 0.2]}},
     "search": "grid",
     "data": {"name": "synthetic", "limit": 200, "test_limit": 100},
-    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.probe_epochs": 3, "eval.feature_dim": 512},
+    "config": {"trunk.width": 0.125, "optim.batch_size": 50, "eval.linear.epochs": 3, "eval.feature_dim": 512},
     "budget": {"trials": 1, "epochs": 1, "cpus_per_trial": 1},
     "objective": {"metric": "transfer/res3/top1", "mode": "max"},
     "early_stopping": None,

@@ -173,3 +173,54 @@ def test_reading_commands_start_without_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+# ---- protocol names stay in eval/ (and data/): everyone else reads results (issue 25) ------------
+
+#: string constants equal to a protocol's name that mean something else, and why
+NOT_A_PROTOCOL = {("sslray.methods.vicreg", "invariance"): "VICReg's invariance loss term",
+                  ("sslray.components.negative_free", "invariance"): "VICReg's invariance loss term"}
+
+
+def protocol_names(root: Path) -> set[str]:
+    """The ``name = "..."`` of every protocol class in ``eval/protocols/``, read from the source."""
+    names = set()
+    for path in (root / "eval" / "protocols").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                for stmt in node.body:
+                    if isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == ["name"] \
+                            and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+                        names.add(stmt.value.value)
+    return names
+
+
+def name_literals(root: Path, package: str, names: set[str], rooms=("data", "eval")) -> list[str]:
+    """``module: 'name'`` for every string constant equal to one of ``names`` in a module outside
+    ``rooms`` (a protocol named by a string outside eval/ is a branch on its name)."""
+    found = []
+    for module, path in sorted(modules(root, package).items()):
+        if room(module, package) in rooms:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names and (module, node.value) not in NOT_A_PROTOCOL:
+                found.append(f"{module}: {node.value!r}")
+    return found
+
+
+def test_no_module_outside_eval_and_data_names_a_protocol():
+    names = protocol_names(ROOT)
+    assert {"linear", "knn", "finetune", "lowshot", "retrieval", "invariance"} <= names
+    assert name_literals(ROOT, "sslray", names) == []
+
+
+def test_the_protocol_name_check_catches_a_branch_on_a_name(tmp_path):
+    pkg = tmp_path / "fake"
+    for d in ("eval/protocols", "train", "data"):
+        (pkg / d).mkdir(parents=True)
+    (pkg / "eval" / "protocols" / "knn.py").write_text("class Knn:\n    name = 'knn'\n")
+    (pkg / "eval" / "run.py").write_text("ASKED = ['knn']\n")  # eval/ may name its protocols
+    (pkg / "train" / "record.py").write_text("def f(cfg):\n    return 'knn' in cfg.protocols  # a branch\n")
+    (pkg / "train" / "doc.py").write_text('"""the knn protocol, in words, is fine"""\n')
+    assert protocol_names(pkg) == {"knn"}
+    assert name_literals(pkg, "fake", {"knn"}) == ["fake.train.record: 'knn'"]

@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 
 from sslray.cli import main
 from sslray.config import RunConfig
+from sslray.eval.protocols import discover as protocols
 from sslray.methods import discover
 
 #: fields the harness leaves out, and why
@@ -116,6 +117,8 @@ def config_fields() -> list[tuple[str, str, Spec]]:
                 walk(spec.model, f"{prefix}{name}.")
 
     walk(RunConfig, "")
+    for name, cls in sorted(protocols().items()):  # each evaluation protocol's block: eval.<protocol>.<key>
+        walk(cls.Settings, f"eval.{name}.")
     run_fields = RunConfig.model_fields
     for name, cls in sorted(discover().items()):
         for key, info in cls.Settings.model_fields.items():
@@ -197,7 +200,8 @@ def test_the_harness_size():
     methods = len(fields) - len(blocks)
     print(f"\nbounds harness: {len(fields)} fields ({len(blocks)} of the run and its blocks, {methods} of "
           f"{len(discover())} methods' settings) x their cases = {len(CASES)} cases")
-    assert {"eval.health_size", "data.seed", "eval.layers", "run.epochs", "eval.data.seed", "optim.lr"} <= blocks
+    assert {"eval.health_size", "data.seed", "eval.layers", "run.epochs", "eval.data.seed", "optim.lr",
+            "eval.knn.k", "eval.linear.lrs"} <= blocks
     assert {("avc", "n_mels"), ("tracking", "gap"), ("multitask", "settings.seed"), ("rotation", "rotations")} <= fields
     assert len(CASES) > 2 * len(fields)  # numbers carry three cases each, the rest one or two
 
@@ -246,7 +250,7 @@ def test_the_defaults_validate_and_stay_the_papers():
     for name, cls in discover().items():  # every method's defaults pass its own checks, on data it can use
         build_config(name, {"data.name": "synthetic_video"} if cls.needs else {})
     cfg = build_config("rotation")
-    assert (cfg.epochs, cfg.seed, cfg.optim.lr, cfg.optim.batch_size, cfg.eval.health_size, cfg.eval.knn_k,
+    assert (cfg.epochs, cfg.seed, cfg.optim.lr, cfg.optim.batch_size, cfg.eval.health_size, cfg.eval.knn["k"],
             cfg.eval.feature_dim, cfg.data.frames) == (10, 0, 0.1, 128, 512, 20, 9216, 16)
     s = {name: cls.Settings() for name, cls in discover().items()}
     assert (s["avc"].n_mels, s["tracking"].gap, s["tracking"].hard_negatives, s["jigsaw"].permutations,

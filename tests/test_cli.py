@@ -32,7 +32,7 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
     p = run.data.params
     assert p["method"] == "rotation" and p["epochs"] == "2" and p["trunk.width"] == "0.125"
     assert p["optim.batch_size"] == "50" and float(p["resolved.optim.effective_lr"]) == pytest.approx(0.1 * 50 / 256)
-    assert p["probe/res5/dim"] == str(64 * 4 * 4) and p["eval.probe_epochs"] == "5"
+    assert p["probe/res5/dim"] == str(64 * 4 * 4) and p["eval.linear.epochs"] == "5"
     plot = Path(c.download_artifacts(run.info.run_id, "plots/per_layer.png", "."))
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {"transfer.json", "probe_grid.json"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
@@ -46,8 +46,8 @@ def test_rotation_cli_run_logs_every_layer_and_the_plot(mlflow_runs, capsys):
 def test_protocols_from_the_cli_log_fine_tune_and_low_shot_metrics(mlflow_runs, capsys):
     assert _train("--method", "rotation", "--data", "synthetic", "--epochs", "1",
                   "--set", "eval.protocols=[linear,finetune,lowshot]", "--set", "eval.layers=[res3,res5]",
-                  "--set", "eval.finetune_epochs=1", "--set", "eval.lowshot_fractions=[0.1]",
-                  "--set", "eval.lowshot_shots=[5]") == 0
+                  "--set", "eval.finetune.epochs=1", "--set", "eval.lowshot.fractions=[0.1]",
+                  "--set", "eval.lowshot.shots=[5]") == 0
     c, runs = mlflow_runs()
     m = runs[0].data.metrics
     for key in ("finetune/top1", "lowshot/10pct/finetune/top1", "lowshot/5shot/finetune/top1",
@@ -96,7 +96,7 @@ def test_unlabelled_pretraining_is_evaluated_on_another_labelled_collection(mlfl
     assert main(["train", "--method", "rotation", "--data", "imagefolder", "--root", str(root), "--epochs", "1",
                  "--set", "data.labels=false", "--set", "optim.batch_size=16", "--set", "eval.data.name=synthetic",
                  "--set", "eval.data.limit=200", "--set", "eval.data.test_limit=100", "--set", "eval.layers=[res3]",
-                 "--set", "trunk.width=0.125", "--set", "eval.probe_epochs=3", "--set", "eval.feature_dim=256",
+                 "--set", "trunk.width=0.125", "--set", "eval.linear.epochs=3", "--set", "eval.feature_dim=256",
                  "--quiet"]) == 0
     c, runs = mlflow_runs()
     p, m = runs[0].data.params, runs[0].data.metrics
@@ -266,7 +266,7 @@ def test_console_script_error_has_no_traceback():
 def test_imagefolder_data_trains_end_to_end(mlflow_runs):
     _tree(Path("tree"))
     assert main(["train", "--method", "supervised", "--data", "imagefolder", "--root", "tree", "--epochs", "1",
-                 "--set", "trunk.width=0.125", "--set", "optim.batch_size=4", "--set", "eval.probe_epochs=2",
+                 "--set", "trunk.width=0.125", "--set", "optim.batch_size=4", "--set", "eval.linear.epochs=2",
                  "--set", "eval.feature_dim=256", "--quiet"]) == 0
     _, runs = mlflow_runs()
     assert runs[0].data.params["data.name"] == "imagefolder" and runs[0].data.params["resolved.data.num_train"] == "6"

@@ -353,7 +353,8 @@ def test_npid_nce_short_run_loss_falls_and_embeddings_do_not_collapse():
 # ---- end to end through the CLI ---------------------------------------------------------------
 
 @pytest.mark.parametrize("method,extra", [
-    ("npid", []), ("pirl", []), ("simclr", ["--set", "eval.invariance=[rotation,jigsaw,color,crop]"]), ("moco", [])])
+    ("npid", []), ("pirl", []), ("simclr", ["--set", "eval.protocols=[linear,knn,invariance]",
+                                                "--set", "eval.invariance.transforms=[rotation,jigsaw,color,crop]"]), ("moco", [])])
 def test_method_cli_run_logs_every_layer(method, extra, mlflow_runs):
     assert main(["train", "--method", method, "--epochs", "1", *TINY, *extra]) == 0
     _, runs = mlflow_runs()
@@ -384,7 +385,7 @@ BAD = {
     "lambda > 1": (["--method", "pirl", "--set", "lam=1.5"], "lam"),
     "lambda < 0": (["--method", "pirl", "--set", "lam=-0.1"], "lam"),
     "unknown transform": (["--method", "pirl", "--set", "transform=blur"], "transform"),
-    "unknown invariance": (["--method", "rotation", "--set", "eval.invariance=[rotation,bogus]"], "'bogus'"),
+    "unknown invariance": (["--method", "rotation", "--set", "eval.invariance.transforms=[rotation,bogus]"], "'bogus'"),
 }
 
 

@@ -55,7 +55,7 @@ def test_r2_1_a_run_whose_test_split_lacks_a_class_probes_it_correctly(tmp_path,
     root = _tree(tmp_path / "t", "abc", "ac")
     assert main(["train", "--method", "random", "--data", "imagefolder", "--root", str(root), "--set",
                  "data.image_size=16", "--set", "trunk.width=0.125", "--set", "optim.batch_size=8", "--set",
-                 "eval.protocols=[knn]", "--set", "eval.layers=[conv1,res2]", "--set", "eval.knn_k=3",
+                 "eval.protocols=[knn]", "--set", "eval.layers=[conv1,res2]", "--set", "eval.knn.k=3",
                  "--set", "eval.health=false", "--quiet"]) == 0, capsys.readouterr().err
     transfer = json.loads(next(Path("runs").rglob("transfer.json")).read_text())
     assert transfer["knn/conv1/top1"] == 1.0 and transfer["knn/res2/top1"] == 1.0

@@ -22,7 +22,7 @@ def test_probes_on_a_trunk_that_encodes_the_label_beat_chance_and_shuffled_label
     torch.manual_seed(0)
     trunk = build_trunk("resnet18", 0.125, image_size=16)
     train, test = _label_coded_images(400, 0), _label_coded_images(200, 1)
-    cfg = EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1", "res3", "res5"])
+    cfg = EvalConfig(linear={"epochs": 20}, feature_dim=512, layers=["conv1", "res3", "res5"])
     grid = {}
     m = probe_layers(trunk, train, test, cfg, grid=grid)
     assert set(m) == {f"{kind}/{layer}/top1" for kind in ("transfer", "knn", "untuned") for layer in cfg.layers} | {
@@ -34,8 +34,8 @@ def test_probes_on_a_trunk_that_encodes_the_label_beat_chance_and_shuffled_label
         assert m[f"transfer/{layer}/lr"] == grid[layer]["chosen"]["lr"]
     assert m["transfer/conv1/top1"] > 0.9 and m["knn/conv1/top1"] > 0.9  # chance is 0.1
     shuffled = ImageSet(train.images, train.labels[torch.randperm(400)], train.classes, "x", "train")
-    m2 = probe_layers(trunk, shuffled, test, EvalConfig(probe_epochs=20, feature_dim=512, layers=["conv1"],
-                                                        probe_tune=False))
+    m2 = probe_layers(trunk, shuffled, test, EvalConfig(linear={"epochs": 20, "tune": False}, feature_dim=512,
+                                                        layers=["conv1"]))
     assert set(m2) == {"transfer/conv1/top1", "knn/conv1/top1"}  # untuned: one head, no grid
     assert m2["transfer/conv1/top1"] < 0.35
 
@@ -102,14 +102,20 @@ def test_a_tuned_probe_rescues_a_layer_that_the_fixed_lr_understates():
     g = torch.Generator().manual_seed(0)
     y = torch.arange(1200) % 4
     x = torch.randn(1200, 16, generator=g) * 0.3 + torch.nn.functional.one_hot(y, 16).float()
-    cfg = EvalConfig(probe_epochs=5, probe_lr=1e-6, probe_lrs=[1e-6, 0.05], probe_weight_decays=[0.0])
-    m, record = tuned_linear_probe("res5", x[:1000], y[:1000], x[1000:], y[1000:], 4, cfg)
+    from sslray.eval.protocols.linear import LinearSettings, results_of
+    from sslray.eval.results import metrics_of
+
+    s = LinearSettings(epochs=5, lr=1e-6, lrs=[1e-6, 0.05], weight_decays=[0.0])
+    got, record = tuned_linear_probe("res5", x[:1000], y[:1000], x[1000:], y[1000:], 4, s)
+    results = results_of("res5", got)
+    m = metrics_of(results)
+    assert got["top1"][1] == 200 and got["val_top1"][1] == 100  # each number's images: test, and a tenth held out
     assert m["transfer/res5/lr"] == 0.05 and m["transfer/res5/weight_decay"] == 0.0
     assert m["untuned/res5/top1"] < 0.6 < 0.9 < m["transfer/res5/top1"]
     assert [(h["lr"], h["weight_decay"]) for h in record["heads"]] == [(1e-6, 5e-4), (1e-6, 0.0), (0.05, 0.0)]
     assert record["heads"][2]["test_top1"] == m["transfer/res5/top1"]
     assert m["transfer/res5/lr_at_edge"] == 1.0  # 0.05 is the grid's largest: the best may lie beyond
-    assert "probe lr at the edge of its grid (res5 0.05)" in Evaluation(m).lines()[0]
+    assert "probe lr at the edge of its grid (res5 0.05)" in Evaluation(results).lines()[0]
 
 
 def test_streamed_probes_tune_like_the_cached_ones():
@@ -118,7 +124,7 @@ def test_streamed_probes_tune_like_the_cached_ones():
     torch.manual_seed(0)
     trunk = build_trunk("resnet18", 0.125, image_size=16)
     train, test = _label_coded_images(400, 0), _label_coded_images(200, 1)
-    cfg = EvalConfig(probe_epochs=10, feature_dim=512, layers=["conv1", "res5"], probes="streamed", subset=200)
+    cfg = EvalConfig(linear={"epochs": 10}, feature_dim=512, layers=["conv1", "res5"], probes="streamed", subset=200)
     result = evaluate(trunk, MemorySource(train), MemorySource(test), cfg)
     m, grid = result.metrics, result.records["probe_grid.json"]
     assert m["transfer/conv1/top1"] > 0.9 and set(grid) == {"conv1", "res5"}
@@ -190,7 +196,9 @@ def test_finetuning_learns_the_labels_and_leaves_the_pretrained_trunk_alone():
     trunk = build_trunk("resnet18", 0.125, image_size=16)
     before = {k: v.clone() for k, v in trunk.state_dict().items()}
     train, test = _label_coded_images(300, 0), _label_coded_images(100, 1)
-    cfg = EvalConfig(finetune_epochs=4, finetune_batch_size=32, finetune_lr=0.05)
+    from sslray.eval.protocols.finetune import FinetuneSettings
+
+    cfg = FinetuneSettings(epochs=4, batch_size=32, lr=0.05)
     acc = finetune(trunk, MemorySource(train), MemorySource(test), cfg)
     shuffled = ImageSet(train.images, train.labels[torch.randperm(300)], train.classes, "x", "train")
     noise = finetune(trunk, MemorySource(shuffled), MemorySource(test), cfg)
@@ -204,8 +212,8 @@ def test_evaluate_runs_exactly_the_protocols_asked_for():
     torch.manual_seed(0)
     trunk = build_trunk("resnet18", 0.125, image_size=16)
     train, test = MemorySource(_label_coded_images(400, 0)), MemorySource(_label_coded_images(100, 1))
-    cfg = EvalConfig(protocols=["finetune", "lowshot"], layers=["conv1", "res5"], feature_dim=256, probe_epochs=5,
-                     finetune_epochs=1, lowshot_fractions=[0.1], lowshot_shots=[2])
+    cfg = EvalConfig(protocols=["finetune", "lowshot"], layers=["conv1", "res5"], feature_dim=256, linear={"epochs": 5},
+                     finetune={"epochs": 1}, lowshot={"fractions": [0.1], "shots": [2]})
     result = evaluate(trunk, train, test, cfg)
     m = result.metrics
     assert set(m) == {"finetune/top1", "lowshot/10pct/images", "lowshot/2shot/images"} | {

@@ -29,7 +29,7 @@ def _wait_for(predicate, proc: subprocess.Popen, limit: float = 400) -> None:
 def test_r2_14_an_interrupted_sweep_exits_130_marks_its_run_killed_and_says_how_to_resume(tmp_path, mlflow_runs):
     study = {"name": "intr", "question": "q", "methods": ["rotation"], "baselines": False,
              "data": {"name": "synthetic", "limit": 40, "test_limit": 20},
-             "config": {"trunk.width": 0.125, "optim.batch_size": 20, "eval.probe_epochs": 2},
+             "config": {"trunk.width": 0.125, "optim.batch_size": 20, "eval.linear.epochs": 2},
              "params": {"optim.lr": {"grid": [0.02, 0.05, 0.1, 0.2]}}, "search": "grid",
              "budget": {"epochs": 1, "cpus_per_trial": 1, "max_concurrent": 1}}
     (tmp_path / "intr.yaml").write_text(yaml.safe_dump(study))
@@ -94,7 +94,7 @@ def test_r2_15_a_successful_two_worker_run_prints_no_traceback(tmp_path):
     GetTimeoutError, workers' SystemExit): a user reads them as failures."""
     cmd = [sys.executable, "-m", "sslray", "train", "--method", "simclr", "--workers", "2", "--epochs", "1",
            "--set", "data.limit=40", "--set", "data.test_limit=20", "--set", "trunk.width=0.125",
-           "--set", "optim.batch_size=20", "--set", "eval.probe_epochs=2", "--quiet"]
+           "--set", "optim.batch_size=20", "--set", "eval.linear.epochs=2", "--quiet"]
     r = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=500)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("run ") and "Traceback" not in r.stderr and "SystemExit" not in r.stderr, r.stderr

@@ -1,10 +1,16 @@
 import torch
 from torch import nn
 
-from sslray.config import EvalConfig
 from sslray.data import ImageSet
 from sslray.eval.invariance import apply_variant, measure_invariance, ridge_r2
+from sslray.eval.protocols.linear import LinearSettings
+from sslray.eval.results import metrics_of
 from sslray.models import build_trunk
+
+
+def _measure(trunk, images, layers, transforms, epochs):
+    """The invariance measures as MLflow keys (``invariance/<t>/<layer>/cosine``, ...)."""
+    return metrics_of(measure_invariance(trunk, images, layers, 256, transforms, LinearSettings(epochs=epochs)))
 
 
 def _images(n=120, size=24, seed=0):
@@ -28,23 +34,23 @@ class RotationInvariantTrunk(nn.Module):
 
 def test_identity_transform_is_fully_invariant_and_its_probe_is_at_chance():
     torch.manual_seed(0)
-    cfg = EvalConfig(layers=["conv1", "res5"], invariance=["identity"], feature_dim=256, probe_epochs=10)
-    m = measure_invariance(build_trunk("resnet18", 0.125, image_size=24), _images(200), cfg)
+    layers = ["conv1", "res5"]
+    m = _measure(build_trunk("resnet18", 0.125, image_size=24), _images(200), layers, ["identity"], 10)
     assert m["invariance/identity/chance"] == 0.5
-    for layer in cfg.layers:
+    for layer in layers:
         assert abs(m[f"invariance/identity/{layer}/cosine"] - 1.0) < 1e-5
         assert abs(m[f"invariance/identity/{layer}/probe_top1"] - 0.5) < 0.2  # 100 held-out images
 
 
 def test_a_rotation_invariant_trunk_has_cosine_one_under_rotation_and_an_ordinary_one_does_not():
     torch.manual_seed(0)
-    cfg = EvalConfig(layers=["res3", "res5"], invariance=["rotation"], feature_dim=256, probe_epochs=10)
+    layers = ["res3", "res5"]
     images = _images(80)
-    m = measure_invariance(RotationInvariantTrunk(), images, cfg)
-    for layer in cfg.layers:
+    m = _measure(RotationInvariantTrunk(), images, layers, ["rotation"], 10)
+    for layer in layers:
         assert abs(m[f"invariance/rotation/{layer}/cosine"] - 1.0) < 1e-4
         assert m[f"invariance/rotation/{layer}/probe_top1"] <= 0.5  # 4 classes, no trace of the angle
-    plain = measure_invariance(build_trunk("resnet18", 0.125, image_size=24), images, cfg)
+    plain = _measure(build_trunk("resnet18", 0.125, image_size=24), images, layers, ["rotation"], 10)
     assert plain["invariance/rotation/res3/cosine"] < 0.999
 
 
@@ -78,8 +84,7 @@ def test_factors_of_the_synthetic_data_are_probed_per_layer():
     from sslray.data import load_synthetic
 
     test = load_synthetic("test", 0, 32, 60)
-    cfg = EvalConfig(layers=["conv1"], invariance=["color"], feature_dim=256, probe_epochs=3)
-    m = measure_invariance(build_trunk("resnet18", 0.125, image_size=32), test, cfg)
+    m = _measure(build_trunk("resnet18", 0.125, image_size=32), test, ["conv1"], ["color"], 3)
     assert set(m) == {"invariance/color/chance", "invariance/color/conv1/cosine", "invariance/color/conv1/probe_top1",
                       *(f"factor/{f}/conv1/r2" for f in ("hue", "x", "y", "angle", "scale"))}
     assert m["factor/hue/conv1/r2"] > 0.3  # early layers keep the colour

@@ -111,7 +111,7 @@ def _run(*args, cwd, check=True):
     return r
 
 
-SMALL = ["--set", "trunk.width=0.125", "--set", "optim.batch_size=100", "--set", "eval.probe_epochs=2",
+SMALL = ["--set", "trunk.width=0.125", "--set", "optim.batch_size=100", "--set", "eval.linear.epochs=2",
          "--set", "eval.feature_dim=256", "--set", "data.source=stream", "--set", "data.test_limit=100"]
 
 

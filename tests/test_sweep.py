@@ -67,7 +67,7 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
     for b in (floor, ceiling):
         assert b.info.status == "FINISHED" and b.data.params["trunk.width"] == "0.125"
         assert_probed(b.data.metrics, [f"transfer/{layer}/top1" for layer in LAYERS], n_test=100)
-        assert b.data.params["data.limit"] == "200" and b.data.params["eval.probe_epochs"] == "3"
+        assert b.data.params["data.limit"] == "200" and b.data.params["eval.linear.epochs"] == "3"
     # a second study with the same settings reuses them: nothing runs, the same two runs come back
     from sslray.sweep.baselines import EXPERIMENT, ensure_baselines
     from sslray.sweep.study import load_study

@@ -52,8 +52,9 @@ def test_report_plots_invariance_per_transform_and_one_curve_per_variant(tmp_pat
 
     def row(method, swept, top, probe):
         return {"run": method, "trial": "t", "method": method, "reason": "completed", "swept": swept, "objective": top,
-                "transfer": {layer: top for layer in LAYERS}, "knn": {layer: None for layer in LAYERS},
-                "invariance": {"rotation/chance": 0.25, **{f"rotation/{layer}/probe_top1": probe for layer in LAYERS}}}
+                "transfer": {layer: top for layer in LAYERS}, "knn_top1": {layer: None for layer in LAYERS},
+                "invariances": {("rotation", None, "chance"): 0.25,
+                                **{("rotation", layer, "probe_top1"): probe for layer in LAYERS}}}
     rows = [row("rotation", {}, 0.35, 0.48), row("pirl", {"settings.transform": "rotation"}, 0.33, 0.41),
             row("pirl", {"settings.transform": "jigsaw"}, 0.32, 0.38), row("rotation", {}, 0.35, 0.50)]
     figs = _plots("inv", rows, None, tmp_path, ["transfer", "knn", "invariance"])

@@ -164,7 +164,7 @@ def small_study(images: int, width: float, batch: int, epochs: int, threads: int
                 feature_dim: int | None) -> dict:
     """The fixed part of the benchmark studies: small synthetic data, one trial at a time."""
     return {"data": {"name": "synthetic", "limit": images, "test_limit": max(10, images // 2)},
-            "config": {"trunk.width": width, "optim.batch_size": batch, "eval.probe_epochs": probe_epochs or 10,
+            "config": {"trunk.width": width, "optim.batch_size": batch, "eval.linear.epochs": probe_epochs or 10,
                        "eval.feature_dim": feature_dim or 2048},
             "budget": {"trials": 1, "epochs": epochs, "cpus_per_trial": threads, "max_concurrent": 1},
             "objective": {"metric": "transfer/res3/top1", "mode": "max"}}

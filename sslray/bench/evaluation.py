@@ -42,8 +42,10 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
     from ..train.build import build_method
     from ..train.loop import DistContext, fit
 
-    extra = {"eval.probe_epochs": probe_epochs, "eval.feature_dim": feature_dim}
-    cfg = bench_config("rotation", batch=batch, width=width, seed=seed, **{k: v for k, v in extra.items() if v})
+    extra = {"eval.linear.epochs": probe_epochs, "eval.feature_dim": feature_dim}
+    extra = {k: v for k, v in extra.items() if v}
+    cfg = bench_config("rotation", batch=batch, width=width, seed=seed, **extra)
+    quick = bench_config("rotation", batch=batch, width=width, seed=seed, **{**extra, "eval.linear.epochs": 1})
     train = load_synthetic("train", 0, 32, images)
     test = load_synthetic("test", 0, 32, test_images)
     if batch > len(train):
@@ -53,7 +55,7 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
     warm = 2 * batch if 2 * batch <= len(train) else batch
     fit(cfg, method, MemorySource(train.limit(warm)), ctx=DistContext(), progress=False)
     probe_layers(method.trunk, train.limit(warm), test.limit(min(len(test), warm)),
-                 cfg.eval.model_copy(update={"probe_epochs": 1}))
+                 quick.eval)
 
     parts: list[dict[str, float]] = []
 
@@ -74,13 +76,14 @@ def bench_eval(images: int = 1000, test_images: int = 500, batch: int = 128, wid
     ratio = median([b / a for a, b in runs])
     epoch_s = median([a for a, _ in runs])
     rows = [{"part": "pretraining epoch (rotation)", "seconds": epoch_s, "share": 1.0}]
+    protocols = [k for k in parts[0] if k not in ("total", "features")]  # each protocol's own seconds
     for key, label in (("total", "evaluation, all layers"), ("features", "  features (train + test)"),
-                       ("linear", "  linear probes"), ("knn", "  kNN")):
+                       *((p, f"  {p}") for p in protocols)):
         s = median([p.get(key, 0.0) for p in parts])
         rows.append({"part": label, "seconds": s, "share": s / epoch_s})
     columns = [("part", "part", ""), ("seconds", "seconds", ".2f"), ("share", "x epoch", ".2f")]
     e = cfg.eval
     settings = {"images": len(train), "test_images": len(test), "batch": batch, "width": width, "reps": reps,
-                "layers": list(e.layers), "probe_epochs": e.probe_epochs, "feature_dim": e.feature_dim,
-                "knn_k": e.knn_k, "threads": torch.get_num_threads(), "ratios": [b / a for a, b in runs]}
+                "layers": list(e.layers), "feature_dim": e.feature_dim,
+                **{f"{p}.{k}": v for p in protocols for k, v in e.block(p).items()}, "threads": torch.get_num_threads(), "ratios": [b / a for a, b in runs]}
     return finish("eval", TARGET, ratio, rows, columns, settings, json_path)

@@ -1,14 +1,6 @@
-"""The protocols beyond frozen features: fine-tuning the whole trunk, and low-shot evaluation.
-
-- ``finetune``: a copy of the pretrained trunk plus a new linear head on its pooled ``res5``; every
-  weight is updated (SGD with Nesterov momentum 0.9, cosine schedule, ``eval.finetune_*``; random
-  pad-and-crop and flips unless ``eval.finetune_augment`` is off), scored top-1 on the test split
-  → ``finetune/top1``. The trunk that was passed in is left untouched.
-- ``lowshot``: class-balanced label subsets of the training split, a fraction of every class
-  (``eval.lowshot_fractions``, "1pct" for 0.01) or ``k`` images per class (``eval.lowshot_shots``),
-  drawn by ``eval.seed``; on each, the linear probe of every layer
-  (``lowshot/<subset>/linear/<layer>/top1``) and, with ``finetune`` also asked,
-  ``lowshot/<subset>/finetune/top1`` — PIRL's semi-supervised table.
+"""Beyond frozen features: fine-tuning a copy of the whole trunk (:func:`finetune`), and the
+class-balanced label subsets of low-shot evaluation (:func:`label_subset`). The protocols that use
+them are :mod:`sslray.eval.protocols.finetune` and :mod:`sslray.eval.protocols.lowshot`.
 """
 
 from __future__ import annotations
@@ -50,26 +42,26 @@ def _augment(x: torch.Tensor) -> torch.Tensor:
     return hflip(pad_crop(x, max(1, x.shape[-1] // 8)))
 
 
-def finetune(trunk, train, test, cfg, seed: int = 0, device=None, desc: str = "fine-tune") -> float:
+def finetune(trunk, train, test, s, seed: int = 0, device=None, desc: str = "fine-tune") -> float:
     """Top-1 on ``test`` of a copy of ``trunk`` fine-tuned with a new linear head on ``train``
-    (data sources: memory or stream)."""
+    (data sources: memory or stream), with the fine-tuning protocol's settings ``s``."""
     device = device or next(trunk.parameters()).device
     view = CENTRE.at(train.image_size)
     torch.manual_seed(seed)
     model = copy.deepcopy(trunk).to(device).train()
     head = torch.nn.Linear(model.out_dim, train.num_classes).to(device)
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=cfg.finetune_lr, momentum=0.9, nesterov=True,
-                          weight_decay=cfg.finetune_weight_decay)
-    batch_size = min(cfg.finetune_batch_size, len(train))
-    total = max(1, cfg.finetune_epochs * train.steps(batch_size))
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=0.9, nesterov=True,
+                          weight_decay=s.weight_decay)
+    batch_size = min(s.batch_size, len(train))
+    total = max(1, s.epochs * train.steps(batch_size))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
-    for epoch in bar(range(cfg.finetune_epochs), desc=desc, unit="epoch"):
+    for epoch in bar(range(s.epochs), desc=desc, unit="epoch"):
         for batch in train.epoch(epoch, batch_size, seed + 7, views=[view]):
             x = batch.views[0].to(device).float().div_(255)
             if not batch.cut:
                 x = cut_views(x, [view])[0]
-            if cfg.finetune_augment:
+            if s.augment:
                 x = _augment(x)
             loss = F.cross_entropy(head(model(x.contiguous(memory_format=torch.channels_last))),
                                    batch.labels.to(device))
@@ -87,9 +79,3 @@ def finetune(trunk, train, test, cfg, seed: int = 0, device=None, desc: str = "f
             correct += int((head(model(x)).argmax(1).cpu() == batch.labels).sum())
             seen += len(batch.labels)
     return correct / max(seen, 1)
-
-
-def lowshot_subsets(cfg) -> list[tuple[str, float | None, int | None]]:
-    """``(name, fraction, shots)`` of every low-shot subset the config asks for."""
-    return ([(subset_name(fraction=f), f, None) for f in cfg.lowshot_fractions]
-            + [(subset_name(shots=k), None, k) for k in cfg.lowshot_shots])

@@ -1,12 +1,12 @@
 """How invariant is each layer to a transform, and what nuisance factors does it keep?
 
-For every transform ``t`` of ``eval.invariance`` and every layer of ``eval.layers``, on the
+For every transform ``t`` of ``eval.invariance.transforms`` and every layer of ``eval.layers``, on the
 (limited) test set, with the evaluation's pooling (:func:`~sslray.eval.features.extract_features`):
 
 - ``invariance/<t>/<layer>/cosine``: mean cosine similarity of the pooled features of ``I`` and
   ``t(I)``, each image under a random non-identity variant of ``t`` (1 = invariant).
 - ``invariance/<t>/<layer>/probe_top1``: a linear probe (:func:`~sslray.eval.probes.linear_probe`,
-  the evaluation's epochs / lr / weight decay) predicts which variant of ``t`` was applied, each
+  the linear protocol's epochs / lr / weight decay) predicts which variant of ``t`` was applied, each
   image shown once under a variant drawn class-balanced (identity included); trained on a seeded
   half of the test set, scored on the other half. High = covariant; ``invariance/<t>/chance`` =
   invariant (the layer keeps no trace of ``t``).
@@ -31,14 +31,14 @@ import torch.nn.functional as F
 
 from ..components.rotation import rotate
 from ..components.tiles import assemble, shuffle_tiles, tile_grid
-from ..config import TRANSFORMS
 from ..components.augment import color_jitter, random_resized_crop
 from ..models import extract_features
 from .probes import linear_probe, standardize
+from .protocols.base import Result
+from .transforms import TRANSFORMS, VARIANTS
 
 FACTORS = ("hue", "x", "y", "angle", "scale")
-VARIANTS = {"identity": 2, "rotation": 4, "jigsaw": 2, "color": 2, "crop": 2}
-assert set(VARIANTS) == set(TRANSFORMS)
+
 
 
 def _jigsaw(x: torch.Tensor, shuffled: torch.Tensor, grid: int = 3) -> torch.Tensor:
@@ -107,16 +107,19 @@ def _factor_targets(factors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def measure_invariance(trunk, test_set, eval_cfg, seed: int = 0) -> dict[str, float]:
-    """``invariance/<t>/<layer>/{cosine,probe_top1}``, ``invariance/<t>/chance`` and, when the
-    data records nuisance factors, ``factor/<name>/<layer>/r2`` (see the module docstring)."""
-    layers, dim = list(eval_cfg.layers), eval_cfg.feature_dim
+def measure_invariance(trunk, test_set, layers, dim: int, transforms, probe, seed: int = 0,
+                       protocol: str = "invariance") -> list[Result]:
+    """Per transform ``t`` (variant ``t``): ``cosine`` and ``probe_top1`` per layer and its
+    ``chance``; when the data records nuisance factors, ``r2`` per layer (variant ``factor/<name>``)
+    — see the module docstring. ``probe``: the linear protocol's settings (epochs, lr, weight decay,
+    batch size)."""
+    layers = list(layers)
     device = next(trunk.parameters()).device
     n = len(test_set)
     if n < 4:
-        return {}
+        return []
     images = test_set.images
-    metrics: dict[str, float] = {}
+    out: list[Result] = []
     with torch.random.fork_rng(devices=[]):  # seeded transforms; the caller's RNG stream is untouched
         torch.manual_seed(seed)
         split = torch.randperm(n)
@@ -126,7 +129,7 @@ def measure_invariance(trunk, test_set, eval_cfg, seed: int = 0) -> dict[str, fl
             return extract_features(trunk, imgs, layers, dim, device=device, desc=desc)
 
         ref = features(images, "invariance: reference")
-        for name in eval_cfg.invariance:
+        for name in transforms:
             k = VARIANTS[name]
             label = torch.arange(n) % k
             label = label[torch.randperm(n)]  # class-balanced variant per image for the probe
@@ -134,15 +137,16 @@ def measure_invariance(trunk, test_set, eval_cfg, seed: int = 0) -> dict[str, fl
             base = ref if name != "jigsaw" else features(_transformed(name, images, torch.zeros(n, dtype=torch.long)),
                                                          f"invariance: {name} reference")
             moved = features(_transformed(name, images, shown), f"invariance: {name}")
-            metrics[f"invariance/{name}/chance"] = 1 / k
+            out.append(Result(protocol, "chance", 1 / k, None, name))
             for layer in layers:
                 a, b = base[layer].float(), moved[layer].float()
-                metrics[f"invariance/{name}/{layer}/cosine"] = float(F.cosine_similarity(a, b, dim=1).mean())
+                out.append(Result(protocol, "cosine", float(F.cosine_similarity(a, b, dim=1).mean()), layer, name, n))
                 probe_x = torch.where((label > 0)[:, None], b, a)
-                metrics[f"invariance/{name}/{layer}/probe_top1"] = linear_probe(
-                    probe_x[tr], label[tr], probe_x[te], label[te], k, eval_cfg.probe_epochs, eval_cfg.probe_lr,
-                    eval_cfg.probe_weight_decay, eval_cfg.probe_batch_size, seed)
+                out.append(Result(protocol, "probe_top1", linear_probe(
+                    probe_x[tr], label[tr], probe_x[te], label[te], k, probe.epochs, probe.lr, probe.weight_decay,
+                    probe.batch_size, seed), layer, name, len(te)))
     for fname, target in _factor_targets(test_set.factors).items():
         for layer in layers:
-            metrics[f"factor/{fname}/{layer}/r2"] = ridge_r2(ref[layer][tr], target[tr], ref[layer][te], target[te])
-    return metrics
+            out.append(Result(protocol, "r2", ridge_r2(ref[layer][tr], target[tr], ref[layer][te], target[te]), layer,
+                              f"factor/{fname}", len(te)))
+    return out

@@ -16,7 +16,10 @@ class KnnMonitor:
         training images, half as many test images, held in memory)."""
         self.train = train.subset(cfg.monitor_size)
         self.test = test.subset(max(10, cfg.monitor_size // 2))
-        self.k, self.t = cfg.knn_k, cfg.knn_temperature
+        from .protocols import settings_of
+
+        knn = settings_of(cfg, "knn")  # the kNN protocol's vote (eval.knn.k, eval.knn.temperature)
+        self.k, self.t = knn.k, knn.temperature
 
     def __call__(self, trunk) -> float:
         tr = extract_features(trunk, self.train.images, ["res5"], 1)["res5"]

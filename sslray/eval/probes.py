@@ -164,29 +164,40 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Ten
     return float(heads.scores(xte, test_y)[0][0]) / max(len(test_y), 1)
 
 
-def grid_of(cfg) -> list[tuple[float, float]]:
-    """The probe grid of an evaluation config: every ``(lr, weight_decay)`` of ``probe_lrs`` x
-    ``probe_weight_decays``, and the fixed ``(probe_lr, probe_weight_decay)`` (first) so that what
+def fixed_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                num_classes: int, cfg, seed: int = 0) -> float:
+    """:func:`linear_probe` at the linear protocol's fixed setting (``eval.linear``: epochs, lr,
+    weight decay) of an evaluation config ``cfg``."""
+    from .protocols import settings_of
+
+    s = settings_of(cfg, "linear")
+    return linear_probe(train_x, train_y, test_x, test_y, num_classes, epochs=s.epochs, lr=s.lr,
+                        weight_decay=s.weight_decay, seed=seed)
+
+
+def grid_of(s) -> list[tuple[float, float]]:
+    """The probe grid of the linear protocol's settings ``s``: every ``(lr, weight_decay)`` of
+    ``s.lrs`` x ``s.weight_decays``, and the fixed ``(s.lr, s.weight_decay)`` (first) so that what
     tuning changed can be told."""
-    fixed = (cfg.probe_lr, cfg.probe_weight_decay)
-    return [fixed] + [(lr, wd) for lr in cfg.probe_lrs for wd in cfg.probe_weight_decays if (lr, wd) != fixed]
+    fixed = (s.lr, s.weight_decay)
+    return [fixed] + [(lr, wd) for lr in s.lrs for wd in s.weight_decays if (lr, wd) != fixed]
 
 
 def tuned_metrics(layer: str, grid: list[tuple[float, float]], val: tuple, test: tuple, n_val: int,
-                  n_test: int) -> tuple[dict[str, float], dict]:
-    """Metrics of a layer's tuned probe from its heads' ``(correct, loss)`` on validation and test:
-    ``transfer/<layer>/top1`` (test top-1 of the head best on validation), ``untuned/<layer>/top1``
-    (test top-1 of the fixed-setting head, grid entry 0), ``probe/<layer>/{lr,weight_decay,val_top1}``;
-    and the layer's row of the grid record."""
+                  n_test: int) -> tuple[dict[str, tuple[float, int]], dict]:
+    """A layer's tuned probe from its heads' ``(correct, loss)`` on validation and test:
+    ``{metric: (value, images)}`` — ``top1`` (test top-1 of the head best on validation),
+    ``untuned_top1`` (test top-1 of the fixed-setting head, grid entry 0), the chosen ``lr``,
+    ``weight_decay``, its ``val_top1`` and ``lr_at_edge`` — and the layer's row of the grid record."""
     best = choose(*val)
     lr, wd = grid[best]
     lrs = sorted({g[0] for g in grid})
-    metrics = {f"transfer/{layer}/top1": float(test[0][best]) / max(n_test, 1),
-               f"untuned/{layer}/top1": float(test[0][0]) / max(n_test, 1),
-               f"transfer/{layer}/lr": lr, f"transfer/{layer}/weight_decay": wd,
-               f"transfer/{layer}/val_top1": float(val[0][best]) / max(n_val, 1),
+    metrics = {"top1": (float(test[0][best]) / max(n_test, 1), n_test),
+               "untuned_top1": (float(test[0][0]) / max(n_test, 1), n_test),
+               "lr": (lr, n_val), "weight_decay": (wd, n_val),
+               "val_top1": (float(val[0][best]) / max(n_val, 1), n_val),
                # 1: the chosen lr is the grid's smallest or largest, so the best may lie beyond it
-               f"transfer/{layer}/lr_at_edge": float(len(lrs) > 1 and lr in (lrs[0], lrs[-1]))}
+               "lr_at_edge": (float(len(lrs) > 1 and lr in (lrs[0], lrs[-1])), n_val)}
     record = {"chosen": {"lr": lr, "weight_decay": wd},
               "heads": [{"lr": g[0], "weight_decay": g[1], "val_top1": float(val[0][i]) / max(n_val, 1),
                          "val_loss": float(val[1][i]) / max(n_val, 1),
@@ -195,14 +206,15 @@ def tuned_metrics(layer: str, grid: list[tuple[float, float]], val: tuple, test:
 
 
 def tuned_linear_probe(layer: str, train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
-                       test_y: torch.Tensor, num_classes: int, cfg, seed: int = 0) -> tuple[dict[str, float], dict]:
+                       test_y: torch.Tensor, num_classes: int, s, seed: int = 0) -> tuple[dict[str, tuple], dict]:
     """A layer's probe with its ``(lr, weight_decay)`` chosen on a validation split carved from the
-    training features (``cfg.probe_val_fraction`` of each class); the grid's heads train in one pass
-    on the rest, and the test top-1 of the head best on validation is reported."""
-    tr, va = carve(train_y, cfg.probe_val_fraction, seed)
+    training features (``s.val_fraction`` of each class, ``s`` the linear protocol's settings); the
+    grid's heads train in one pass on the rest, and the test top-1 of the head best on validation is
+    reported (:func:`tuned_metrics`)."""
+    tr, va = carve(train_y, s.val_fraction, seed)
     xtr, xva, xte = standardize(train_x[tr], train_x[va], test_x)
-    grid = grid_of(cfg)
-    heads = train_heads(xtr, train_y[tr], num_classes, grid, cfg.probe_epochs, cfg.probe_batch_size, seed)
+    grid = grid_of(s)
+    heads = train_heads(xtr, train_y[tr], num_classes, grid, s.epochs, s.batch_size, seed)
     return tuned_metrics(layer, grid, heads.scores(xva, train_y[va]), heads.scores(xte, test_y), len(va), len(test_y))
 
 

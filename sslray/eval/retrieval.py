@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .protocols.base import Result
+
 K = 8
 CIRCULAR = {"hue", "bg_hue", "limb"}
 CATEGORICAL = {"texture"}
@@ -111,10 +113,11 @@ def grid_figure(query_images: torch.Tensor, train_images: torch.Tensor, nn_train
     return fig
 
 
-def retrieval(trunk, train_set, test_set, feats: dict, cfg, seed: int = 0, device=None,
-              title: str = "") -> tuple[dict[str, float], dict]:
-    """Metrics (see the module docstring) and figures ``{retrieval_<layer>.png: figure}`` from the
-    trained trunk's pooled features ``feats`` (``{"train"|"test": {layer: (N, D)}}``)."""
+def retrieval(trunk, train_set, test_set, feats: dict, layers, feature_dim: int, seed: int = 0, device=None,
+              title: str = "", protocol: str = "retrieval") -> tuple[list[Result], dict]:
+    """Results per layer (metrics as in the module docstring; ``shares/<factor>``) and figures
+    ``{retrieval_<layer>.png: figure}`` from the trained trunk's pooled features ``feats``
+    (``{"train"|"test": {layer: (N, D)}}``)."""
     from ..models import build_trunk, extract_features
 
     torch.manual_seed(seed)
@@ -122,22 +125,23 @@ def retrieval(trunk, train_set, test_set, feats: dict, cfg, seed: int = 0, devic
                         getattr(trunk, "norm", "batch")).to(device or "cpu")
     floor.input_mean.copy_(trunk.input_mean)
     floor.input_std.copy_(trunk.input_std)
-    floor_feats = {split: extract_features(floor, data.images, cfg.layers, cfg.feature_dim, device=device,
+    floor_feats = {split: extract_features(floor, data.images, layers, feature_dim, device=device,
                                            desc=f"untrained features {split}")
                    for split, data in (("train", train_set), ("test", test_set))}
     picked = queries(test_set.labels, seed)
-    metrics: dict[str, float] = {}
+    out: list[Result] = []
     figures = {}
-    for layer in cfg.layers:
+    n = len(test_set)
+    for layer in layers:
         nn = neighbours(feats["train"][layer], feats["test"][layer], K)
         nn_floor = neighbours(floor_feats["train"][layer], floor_feats["test"][layer], K)
         for key, value in class_metrics(nn, train_set.labels, test_set.labels).items():
-            metrics[f"retrieval/{layer}/{key}"] = value
-        metrics[f"retrieval/{layer}/floor_precision_at_8"] = class_metrics(
-            nn_floor, train_set.labels, test_set.labels)["precision_at_8"]
+            out.append(Result(protocol, key, value, layer, n=n))
+        out.append(Result(protocol, "floor_precision_at_8", class_metrics(
+            nn_floor, train_set.labels, test_set.labels)["precision_at_8"], layer, n=n))
         for name, share in shared_factors(nn, train_set.factors, test_set.factors, seed).items():
-            metrics[f"retrieval/{layer}/shares/{name}"] = share
+            out.append(Result(protocol, f"shares/{name}", share, layer, n=n))
         figures[f"retrieval_{layer}.png"] = grid_figure(
             test_set.images[picked], train_set.images, nn[picked], nn_floor[picked],
             title=f"{title.split(':')[0]}, {layer}: queries and their nearest training images".lstrip(", "))
-    return metrics, figures
+    return out, figures

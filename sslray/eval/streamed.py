@@ -25,28 +25,30 @@ def _features(trunk, batch, view, layers, feature_dim, device) -> dict[str, torc
     return {layer: pool_features(f.float(), feature_dim) for layer, f in taps.items()}
 
 
-def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None, stats_images: int = 4096,
-                           grid: dict | None = None) -> dict[str, float]:
-    """``{"transfer/<layer>/top1": ...}`` for every layer of ``cfg.layers``, from data sources.
+def streamed_linear_probes(trunk, train, test, layers, feature_dim: int, s, seed: int = 0, device=None,
+                           stats_images: int = 4096, grid: dict | None = None) -> dict[str, dict[str, tuple]]:
+    """``{layer: {metric: (value, images)}}`` for every layer of ``layers``, from data sources, with
+    the linear protocol's settings ``s`` (metrics as :func:`~sslray.eval.probes.tuned_metrics`'s;
+    untuned: ``top1`` alone).
 
-    Tuned (``cfg.probe_tune``), every layer trains the whole ``(lr, weight_decay)`` grid at once; a
-    seeded ``cfg.probe_val_fraction`` of the training split (by global index) is held out, scored in
-    one more pass after training, and picks each layer's head; ``grid`` receives the record."""
+    Tuned (``s.tune``), every layer trains the whole ``(lr, weight_decay)`` grid at once; a seeded
+    ``s.val_fraction`` of the training split (by global index) is held out, scored in one more pass
+    after training, and picks each layer's head; ``grid`` receives the record."""
     device = device or next(trunk.parameters()).device
-    layers = list(cfg.layers)
+    layers = list(layers)
     view = CENTRE.at(train.image_size)
     was = trunk.training
     trunk.eval()
-    settings = grid_of(cfg) if cfg.probe_tune else [(cfg.probe_lr, cfg.probe_weight_decay)]
+    settings = grid_of(s) if s.tune else [(s.lr, s.weight_decay)]
     held = torch.zeros(len(train), dtype=torch.bool)
-    if cfg.probe_tune:
+    if s.tune:
         g = torch.Generator().manual_seed(seed)
-        held[torch.randperm(len(train), generator=g)[: max(1, round(cfg.probe_val_fraction * len(train)))]] = True
+        held[torch.randperm(len(train), generator=g)[: max(1, round(s.val_fraction * len(train)))]] = True
     # standardisation from the first training images of a seeded order: sums in float64, one pass
     sums, sq, n = {}, {}, 0
-    for batch in train.epoch(0, min(cfg.probe_batch_size, len(train)), seed, views=[view]):
+    for batch in train.epoch(0, min(s.batch_size, len(train)), seed, views=[view]):
         keep = ~held[batch.index]
-        feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
+        feats = _features(trunk, batch, view, layers, feature_dim, device)
         for layer, f in feats.items():
             f = f[keep.to(f.device)].double().cpu()
             sums[layer] = sums.get(layer, 0) + f.sum(0)
@@ -60,16 +62,16 @@ def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None, 
            for layer in layers}
     torch.manual_seed(seed)
     heads = {layer: LinearHeads(len(mean[layer]), train.num_classes, settings).to(device) for layer in layers}
-    steps = train.steps(cfg.probe_batch_size) if len(train) >= cfg.probe_batch_size else 1
-    opts = [h.optimizer(cfg.probe_epochs * steps) for h in heads.values()]
-    batch_size = min(cfg.probe_batch_size, len(train))
-    for epoch in bar(range(cfg.probe_epochs), desc="streamed probes", unit="epoch"):
+    steps = train.steps(s.batch_size) if len(train) >= s.batch_size else 1
+    opts = [h.optimizer(s.epochs * steps) for h in heads.values()]
+    batch_size = min(s.batch_size, len(train))
+    for epoch in bar(range(s.epochs), desc="streamed probes", unit="epoch"):
         for batch in train.epoch(epoch, batch_size, seed + 1, views=[view]):
             keep = ~held[batch.index]
             if not keep.any():
                 continue
             keep = keep.to(device)
-            feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
+            feats = _features(trunk, batch, view, layers, feature_dim, device)
             y = batch.labels.to(device)[keep]
             loss = sum(heads[layer].loss((f[keep] - mean[layer]) / std[layer], y) for layer, f in feats.items())
             for o in opts:
@@ -87,7 +89,7 @@ def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None, 
             if not rows.any():
                 continue
             rows = rows.to(device)
-            feats = _features(trunk, batch, view, layers, cfg.feature_dim, device)
+            feats = _features(trunk, batch, view, layers, feature_dim, device)
             y = batch.labels.to(device)[rows]
             for layer, f in feats.items():
                 c, lo = heads[layer].scores((f[rows] - mean[layer]) / std[layer], y)
@@ -98,15 +100,14 @@ def streamed_linear_probes(trunk, train, test, cfg, seed: int = 0, device=None, 
 
     with torch.no_grad():
         test_scores, n_test = score(test.scan(256, [view]))
-        if cfg.probe_tune:
+        if s.tune:
             val_scores, n_val = score(train.scan(256, [view]), held)
     trunk.train(was)
-    if not cfg.probe_tune:
-        return {f"transfer/{layer}/top1": float(test_scores[layer][0][0]) / max(n_test, 1) for layer in layers}
-    metrics: dict[str, float] = {}
+    if not s.tune:
+        return {layer: {"top1": (float(test_scores[layer][0][0]) / max(n_test, 1), n_test)} for layer in layers}
+    metrics: dict[str, dict[str, tuple]] = {}
     for layer in layers:
-        got, record = tuned_metrics(layer, settings, val_scores[layer], test_scores[layer], n_val, n_test)
-        metrics.update(got)
+        metrics[layer], record = tuned_metrics(layer, settings, val_scores[layer], test_scores[layer], n_val, n_test)
         if grid is not None:
             grid[layer] = record
     return metrics

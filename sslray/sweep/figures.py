@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import LAYERS
+from ..eval import results as res
 
 def _over_epochs(name: str, children: list, store, out: Path, level: float) -> Path:
     """``over_epochs.png``: for each method (one panel), every layer's linear-probe top-1 against
@@ -25,7 +26,7 @@ def _over_epochs(name: str, children: list, store, out: Path, level: float) -> P
     for r in children:
         method = r.data.params.get("method", "?")
         for layer in LAYERS:
-            for m in store.history(r.info.run_id, f"at_epoch/transfer/{layer}/top1"):
+            for m in store.history(r.info.run_id, res.at_epoch_key(layer)):
                 curves.setdefault(method, {}).setdefault(layer, {}).setdefault(m.step, []).append(100 * m.value)
         if method in curves:
             for m in store.history(r.info.run_id, "train/acc"):
@@ -74,7 +75,7 @@ def _best_per_group(rows: list[dict], x_key: str | None) -> dict[str, dict]:
 
 
 def _transforms(rows: list[dict]) -> list[str]:
-    return sorted({k.split("/")[0] for r in rows for k in r["invariance"]})
+    return sorted({t for r in rows for t in res.transforms(r["invariances"])})
 
 
 def _fmt(v) -> str:
@@ -143,7 +144,7 @@ def _xtick(value) -> str:
 
 
 def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
-           families: list[str] = ("transfer", "knn"), frame: dict | None = None,
+           families: list[str] = res.DEFAULT_FAMILIES, frame: dict | None = None,
            metric: str = "") -> list[Path]:
     import matplotlib
 
@@ -174,17 +175,15 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                                     [100 * b[1] for b in bands], color=line.get_color(), alpha=0.08, lw=0)
             if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
                 ax.set_xscale("log")
-            parts = metric.split("/")
-            if frame and len(parts) == 3 and parts[0] == "transfer":
-                _frame_lines(ax, frame, parts[1])
+            if frame and res.objective_layer(metric):
+                _frame_lines(ax, frame, res.objective_layer(metric))
             ax.set_title(f"{method}", fontsize=9)
             ax.set_xlabel(x_key.split(".")[-1])
             _style(ax, "linear probe top-1 (%)")
         _save(fig, out / "metric_vs_swept.png", figures, f"{name}: transfer by layer against {x_key.split('.')[-1]}")
-        parts = metric.split("/")
-        if len(methods) > 1 and len(parts) == 3 and parts[0] == "transfer":  # the objective's layer, a line per variant
+        layer = res.objective_layer(metric)
+        if len(methods) > 1 and layer:  # the objective's layer, a line per variant
             fig, ax = plt.subplots(figsize=(6, 3.8), dpi=110)
-            layer = parts[1]
             for method in methods:
                 rs = [r for r in rows if _group(r, x_key) == method and x_key in r["swept"]
                       and r["transfer"].get(layer) is not None]
@@ -226,22 +225,22 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                  + ("\n(mean and 95 % interval over seeds)" if seeded else ""), fontsize=9)
     _style(ax, "linear probe top-1 (%)")
     _save(fig, out / "per_layer_best.png", figures)
-    transforms = _transforms(rows) if "invariance" in families else []
+    transforms = _transforms(rows) if res.draws_invariance(families) else []
     if transforms:  # how well each layer predicts each transform: chance = invariant, 100 % = covariant
         fig, axes = plt.subplots(1, len(transforms), figsize=(5.2 * len(transforms), 3.6), dpi=110, squeeze=False)
         for ax, t in zip(axes[0], transforms):
             chance = None
             for label, r in best_of.items():
-                inv = r["invariance"]
-                layers = [layer for layer in LAYERS if f"{t}/{layer}/probe_top1" in inv]
+                inv = r["invariances"]
+                layers = [layer for layer in LAYERS if (t, layer, "probe_top1") in inv]
                 if layers:
-                    chance = inv.get(f"{t}/chance", chance)
-                    ys = [100 * inv[f"{t}/{layer}/probe_top1"] for layer in layers]
+                    chance = inv.get((t, None, "chance"), chance)
+                    ys = [100 * inv[t, layer, "probe_top1"] for layer in layers]
                     line, = ax.plot(layers, ys, marker="o", label=label[:40])
                     band = r.get("invariance_band") or {}
-                    if all(f"{t}/{layer}/probe_top1" in band for layer in layers):  # seeds: the interval
-                        lo = [100 * band[f"{t}/{layer}/probe_top1"][0] for layer in layers]
-                        hi = [100 * band[f"{t}/{layer}/probe_top1"][1] for layer in layers]
+                    if all((t, layer, "probe_top1") in band for layer in layers):  # seeds: the interval
+                        lo = [100 * band[t, layer, "probe_top1"][0] for layer in layers]
+                        hi = [100 * band[t, layer, "probe_top1"][1] for layer in layers]
                         ax.errorbar(layers, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]],
                                     fmt="none", ecolor=line.get_color(), capsize=3, lw=1, alpha=0.7)
             if chance is not None:

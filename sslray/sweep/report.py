@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import LAYERS
 from ..errors import UserError
+from ..eval import results as res
 from ..stats import METHOD, interval, layer_intervals, separability
 from ..table import layer_table
 from ..paths import check_output
@@ -70,12 +71,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
                      "seed": _num(prm.get("seed", 0)),
                      "swept": {k: _num(prm.get(k)) for k in swept if k in prm},
                      "objective": m.get(metric),
-                     "transfer": {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS},
-                     "knn": {layer: m.get(f"knn/{layer}/top1") for layer in LAYERS},
-                     "invariance": {k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("invariance/")},
-                     "protocols": {k: v for k, v in m.items() if k.startswith(PROTOCOLS)},
-                     "retrieval": {k: v for k, v in m.items() if k.startswith("retrieval/")},
-                     "on": evaluated_on(prm)})
+                     **numbers(m), "on": evaluated_on(prm)})
     sign = -1 if mode == "max" else 1
     rows.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0)))
     print(f"study {name}: {study.question}")
@@ -116,7 +112,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         seeds = f", {best['n']} seeds" if best["n"] > 1 else ", one seed"
         print(f"best: {best['method']} {_swept(best['swept'])}  {metric} = {obj.text()}%{seeds}  "
               f"(run {best['runs'][0]['run']})")
-        layer = metric.split("/")[1] if metric.startswith("transfer/") and metric.count("/") == 2 else None
+        layer = res.objective_layer(metric)
         for (m, role), per in frame.items():
             if layer and per.get(layer) is not None:
                 print(f"against the {role} ({m}, {100 * per[layer]:.1f} at {layer}): the best configuration is "
@@ -132,20 +128,20 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     if len(best_of_method) > 1 and configs[1]["method"] == configs[0]["method"]:  # else: the line above
         first, second = list(best_of_method.values())[:2]
         print("between methods (the best configuration of each): " + separability(named(first), named(second), mode))
-    if "invariance" in families:
+    if res.draws_invariance(families):
         _print_invariance(done, study.report.confidence)
     _print_protocols(done, frame_all, study.report.confidence)
     neighbours: dict[str, list[dict]] = {}
     for r in done:
-        if r["retrieval"]:
-            neighbours.setdefault(_group(r, None), []).append(r["retrieval"])
-    share_layer = metric.split("/")[1] if metric.count("/") == 2 and metric.split("/")[1] in LAYERS else "res4"
+        if r["retrieved"]:
+            neighbours.setdefault(_group(r, None), []).append(r["retrieved"])
+    share_layer = res.layer_of(metric) or "res4"
     shared = print_shares(neighbours, frame_all, share_layer, study.report.confidence) if neighbours else []
     out = Path(out_dir) / name
     figures = _plots(name, [c["row"] for c in configs], x_key, out, families, frame, metric) if configs else []
     if shared:
         figures += [f for f in [shares_figure(name, neighbours, frame_all, out, study.report.confidence)] if f]
-    if any(k.startswith("at_epoch/transfer/") for r in children for k in r.data.metrics):
+    if any(res.is_at_epoch(k) for r in children for k in r.data.metrics):
         figures.append(_over_epochs(name, children, store, out, study.report.confidence))
     tags = {r.info.run_id: r.data.tags for r in children}  # health per epoch, collapsed runs marked
     health = health_figure(name, [{**r, "tags": tags.get(r["run"], {})} for r in rows], store, out,
@@ -187,7 +183,21 @@ def frame_metrics(parent, store) -> dict[tuple[str, str], dict[str, float]]:
 def frame_of(frame_all: dict) -> dict[tuple[str, str], dict[str, float | None]]:
     """The floor's and ceiling's per-layer probe, ``{("random", "floor"): {layer: top1}, ...}``,
     from their metrics (:func:`frame_metrics`)."""
-    return {key: {layer: m.get(f"transfer/{layer}/top1") for layer in LAYERS} for key, m in frame_all.items()}
+    return {key: _layers(res.linear_top1(m)) for key, m in frame_all.items()}
+
+
+def _layers(per: dict[str, float]) -> dict[str, float | None]:
+    return {layer: per.get(layer) for layer in LAYERS}
+
+
+def numbers(m: dict[str, float]) -> dict:
+    """What a report reads of a run's metrics, from its results (:mod:`sslray.eval.results`): the
+    per-layer linear probe (``transfer``) and kNN top-1 (``knn_top1``), the invariance measures
+    (``invariances``: ``{(transform, layer, metric): value}``), and the run's metrics where it measured
+    fine-tuning or low-shot (``protocols``) or retrieval (``retrieved``)."""
+    return {"transfer": _layers(res.linear_top1(m)), "knn_top1": _layers(res.knn_top1(m)), "invariances": res.invariance(m),
+            "protocols": m if res.finetune_top1(m) is not None or res.lowshot(m) else {},
+            "retrieved": m if res.retrieval(m) else {}}
 
 
 def configurations(done: list[dict], level: float, mode: str = "max") -> list[dict]:
@@ -202,13 +212,13 @@ def configurations(done: list[dict], level: float, mode: str = "max") -> list[di
         per = {layer: interval([r["transfer"][layer] for r in runs if r["transfer"][layer] is not None], level)
                for layer in LAYERS if any(r["transfer"][layer] is not None for r in runs)}
         first = runs[0]
-        inv = {k: interval([r["invariance"][k] for r in runs if k in r["invariance"]], level)
-               for k in {k for r in runs for k in r["invariance"]}}
+        inv = {k: interval([r["invariances"][k] for r in runs if k in r["invariances"]], level)
+               for k in {k for r in runs for k in r["invariances"]}}
         out.append({"method": first["method"], "swept": first["swept"], "runs": runs, "n": len(runs),
                     "objective": interval([r["objective"] for r in runs], level), "intervals": per,
                     "row": {**first, "transfer": {layer: per[layer].mean if layer in per else None for layer in LAYERS},
                             "band": {layer: (i.lo, i.hi) for layer, i in per.items() if i.half is not None},
-                            "invariance": {k: i.mean for k, i in inv.items()},
+                            "invariances": {k: i.mean for k, i in inv.items()},
                             "invariance_band": {k: (i.lo, i.hi) for k, i in inv.items() if i.half is not None}}})
     out.sort(key=lambda c: -c["objective"].mean if mode == "max" else c["objective"].mean)
     return out
@@ -229,37 +239,36 @@ def _swept(swept: dict) -> str:
     return " ".join(_pairs(swept))
 
 
-PROTOCOLS = ("finetune/", "lowshot/")  # the evaluation protocols beyond the per-layer tables
-
-
 def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None:
     """When the study asked for them (``eval.protocols``): fine-tuning's test top-1 (all labels,
     then each low-shot subset), and each low-shot subset's linear probe per layer; a
     configuration's seeds are one row (mean ± interval), beside the floor and ceiling."""
-    keys = {k for r in rows for k in r["protocols"]}
-    if not keys:
+    def read(m: dict) -> dict:  # {column: top1} of fine-tuning, and each low-shot subset
+        low = res.lowshot(m)
+        return {"all labels": res.finetune_top1(m), **{s: v.get("whole_trunk") for s, v in low.items()}, "": low}
+
+    if not any(r["protocols"] for r in rows):
         return
     groups: dict[str, list[dict]] = {}
     for r in rows:
-        groups.setdefault(_group(r, None), []).append(r)
-    entries = [(f"{name} ({len(rs)})" if len(rs) > 1 else name, [r["protocols"] for r in rs])
-               for name, rs in groups.items()]
-    entries += [(f"{m} ({role})", [metrics]) for (m, role), metrics in frame.items()]
-    subsets = sorted({k.split("/")[1] for k in keys if k.startswith("lowshot/")},
-                     key=lambda s: next((m.get(f"lowshot/{s}/images", 0) for _, ms in entries for m in ms), 0))
-    cols = {"all labels": "finetune/top1", **{s: f"lowshot/{s}/finetune/top1" for s in subsets}}
-    cols = {c: k for c, k in cols.items() if k in keys}
+        groups.setdefault(_group(r, None), []).append(read(r["protocols"]))
+    entries = [(f"{name} ({len(rs)})" if len(rs) > 1 else name, rs) for name, rs in groups.items()]
+    entries += [(f"{m} ({role})", [read(metrics)]) for (m, role), metrics in frame.items()]
+    asked = [read(r["protocols"]) for r in rows]
+    subsets = sorted({s for m in asked for s in m[""]},
+                     key=lambda s: next((m[""][s].get("images", 0) for _, ms in entries for m in ms if s in m[""]), 0))
+    cols = [c for c in ("all labels", *subsets) if any(m.get(c) is not None for m in asked)]
 
-    def cells(ms: list[dict], named: dict[str, str]) -> dict:
+    def cells(ms: list[dict], named: list[str]) -> dict:
         out = {}
-        for col, key in named.items():
-            vals = [m[key] for m in ms if m.get(key) is not None]
+        for col in named:
+            vals = [m[col] for m in ms if m.get(col) is not None]
             if vals:
                 out[col] = interval(vals, level)
         return out
 
     def images(s: str) -> str:
-        n = {int(m[f"lowshot/{s}/images"]) for _, ms in entries for m in ms if f"lowshot/{s}/images" in m}
+        n = {int(m[""][s]["images"]) for _, ms in entries for m in ms if "images" in m[""].get(s, {})}
         return f"{n.pop()} labelled images" if len(n) == 1 else "labelled images by run"
 
     width = max(len(label) for label, _ in entries) + 2
@@ -269,7 +278,7 @@ def _print_protocols(rows: list[dict], frame: dict, level: float = 0.95) -> None
         print(layer_table([(label, cells(ms, cols)) for label, ms in entries], corner="", layers=list(cols),
                           label_width=width, cell=lambda i: i.text()))
     for s in subsets:
-        table = [(label, layer_intervals(ms, lambda m, layer: m.get(f"lowshot/{s}/linear/{layer}/top1"), level))
+        table = [(label, layer_intervals(ms, lambda m, layer: m[""].get(s, {}).get("per_layer", {}).get(layer), level))
                  for label, ms in entries]
         if any(t for _, t in table):
             print(f"low-shot {s} ({images(s)}): linear probe test top-1 % per layer")
@@ -281,14 +290,14 @@ def _print_invariance(rows: list[dict], level: float = 0.95) -> None:
     """Per transform: the probe's top-1 at predicting it from each layer (chance = invariant); the
     seeds of a configuration are one row, mean ± interval."""
     for t in _transforms(rows):
-        have = [r for r in rows if f"{t}/chance" in r["invariance"]]
-        print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariance'][f'{t}/chance']:.0f} %)")
+        have = [r for r in rows if (t, None, "chance") in r["invariances"]]
+        print(f"invariance to {t}: probe top-1 predicting it (chance {100 * have[0]['invariances'][t, None, 'chance']:.0f} %)")
         groups: dict[str, list[dict]] = {}
         for r in have:
             groups.setdefault(_group(r, None), []).append(r)
         table = []
         for name, rs in groups.items():
-            cells = layer_intervals(rs, lambda r, layer: r["invariance"].get(f"{t}/{layer}/probe_top1"), level)
+            cells = layer_intervals(rs, lambda r, layer: r["invariances"].get((t, layer, "probe_top1")), level)
             table.append((f"{name} ({len(rs)})" if len(rs) > 1 else name, cells))
         print(layer_table(table, corner="variant (seeds)", layers=LAYERS, label_width=32, cell=lambda i: i.text()))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import LAYERS
+from ..eval.results import retrieval
 from ..stats import interval
 from ..table import layer_table
 
@@ -26,8 +27,9 @@ PANELS = ("class", "swing", "limb", "x", "bg_hue", "hue")
 
 
 def share_of(metrics: dict, layer: str, factor: str) -> float | None:
-    key = f"retrieval/{layer}/precision_at_8" if factor == "class" else f"retrieval/{layer}/shares/{factor}"
-    return metrics.get(key)
+    """A run's share of ``factor`` at ``layer`` (the class: precision@8), from its retrieval results."""
+    got = retrieval(metrics).get(layer, {})
+    return got.get("precision_at_8" if factor == "class" else f"shares/{factor}")
 
 
 def entries(groups: dict[str, list[dict]], frame_all: dict) -> list[tuple[str, list[dict]]]:

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import Strict, set_dotted, validation_message
 from ..errors import UserError
+from ..eval.results import DEFAULT_FAMILIES, FAMILIES, linear_key
 
 KINDS = ("choice", "grid", "uniform", "loguniform", "int", "logint")
 #: the artifact of a study's parent run that holds the whole study (search space resolved)
@@ -118,7 +119,8 @@ class Budget(Strict):
 
 
 class Objective(Strict):
-    metric: str = "transfer/res4/top1"
+    metric: str = Field(default_factory=lambda: linear_key("res4"), description="the MLflow key to rank trials by "
+                                                                            "(default: res4's linear probe top-1)")
     mode: Literal["max", "min"] = "max"
 
 
@@ -135,7 +137,17 @@ class EarlyStopping(Strict):
 class Report(Strict):
     x: str | None = Field(None, description="the swept parameter to plot against")
     confidence: float = Field(0.95, gt=0, lt=1, description="level of the intervals over seeds")
-    families: list[Literal["transfer", "knn", "invariance"]] = Field(default_factory=lambda: ["transfer", "knn"])
+    families: list[str] = Field(default_factory=lambda: list(DEFAULT_FAMILIES),
+                                description=f"what the report draws: {', '.join(FAMILIES)}")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, v: list[str]) -> list[str]:
+        unknown = [f for f in v if f not in FAMILIES]
+        if unknown:
+            raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(FAMILIES)}")
+        return v
 
 
 class Study(Strict):

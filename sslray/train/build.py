@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from ..config import RunConfig, set_dotted, validation_message
 from ..data import Source, offers, open_sources, set_decode
 from ..errors import UserError
+from ..eval.protocols import resolve_eval
 from ..methods import DataInfo, Method, get_method
 from ..models import build_trunk
 
@@ -32,6 +33,8 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
     """
     cls = get_method(method)
     tree: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (base or {}).items()}
+    if isinstance(tree.get("eval"), dict):  # a stored config: an older sslray's flat keys read as they were meant
+        tree["eval"] = resolve_eval(tree["eval"], stored=True)
     tree["method"] = method
     settings = dict(tree.get("settings") or {})
     run_fields = RunConfig.model_fields
@@ -53,6 +56,9 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
         else:
             raise UserError(f"unknown key {key!r} (method {method!r} settings: "
                             f"{', '.join(cls.Settings.model_fields) or 'none'})")
+    if not isinstance(tree.get("eval", {}), dict):
+        raise UserError(f"eval is a block of settings (eval.<key>=...), got {tree['eval']!r}")
+    tree["eval"] = resolve_eval(tree.get("eval"))  # every protocol's settings, checked and completed
     try:
         tree["settings"] = cls.Settings(**settings).model_dump()
         cfg = RunConfig(**tree)

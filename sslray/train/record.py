@@ -37,13 +37,12 @@ def record_afterwards(after, cfg, run_dir: RunDir, tracker: Tracker, progress: b
     """Record what a method adds after training (:class:`~sslray.methods.Afterwards`): its figures,
     its metrics, and a linear probe (``<name>/top1``) on each set of features it returns (e.g. the
     audio subnetwork of audio-visual correspondence on sound classification)."""
-    from ..eval.probes import linear_probe
+    from ..eval.probes import fixed_probe
 
     metrics = dict(after.metrics)
     for name, (xtr, ytr, xte, yte) in after.features.items():
-        metrics[f"{name}/top1"] = linear_probe(xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1,
-                                               epochs=cfg.eval.probe_epochs, lr=cfg.eval.probe_lr,
-                                               weight_decay=cfg.eval.probe_weight_decay, seed=cfg.eval.seed)
+        metrics[f"{name}/top1"] = fixed_probe(xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1, cfg.eval,
+                                              seed=cfg.eval.seed)
     for name, fig in after.figures.items():
         tracker.log_artifact(run_dir.save_figure(fig, name), "plots")
     if metrics:
@@ -56,35 +55,37 @@ def record_afterwards(after, cfg, run_dir: RunDir, tracker: Tracker, progress: b
 
 def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker, final: dict[str, float],
                          progress: bool = True) -> dict[int, dict[str, float]]:
-    """Evaluate the trunks kept after each of ``cfg.eval.at_epochs`` (linear probe and kNN per layer
-    only) and log ``at_epoch/transfer/<layer>/top1`` and ``at_epoch/knn/<layer>/top1`` with the epoch
-    as step — the final evaluation (``final``) too, at the last epoch — and ``over_epochs.png``:
-    transfer by layer against pretext epochs beside the pretext accuracy (``train/acc``)."""
+    """Evaluate the trunks kept after each of ``cfg.eval.at_epochs`` (the cheap per-layer protocols
+    only: linear probe and kNN) and log ``at_epoch/<key>`` of their per-layer top-1
+    (``at_epoch/transfer/<layer>/top1``, ``at_epoch/knn/<layer>/top1``) with the epoch as step — the
+    final evaluation (``final``) too, at the last epoch — and ``over_epochs.png``: transfer by layer
+    against pretext epochs beside the pretext accuracy (``train/acc``)."""
     import copy
 
-    from ..eval import per_layer
+    from ..eval import over_epochs, per_layer
     from ..eval.plots import plot_over_epochs
+    from ..eval.results import metrics_of, over_epochs_results, results_of
 
-    quick = cfg.eval.model_copy(update={"protocols": ["linear", "knn"], "invariance": []})
-    def kept(key: str) -> bool:
-        return key.startswith(("transfer/", "knn/")) and key.endswith("/top1")
+    quick = over_epochs(cfg.eval)
 
-    by_epoch = {cfg.epochs: {k: v for k, v in final.items() if kept(k)}}
+    def kept(metrics: dict[str, float]) -> dict[str, float]:
+        return metrics_of(over_epochs_results(results_of(metrics)))
+
+    by_epoch = {cfg.epochs: kept(final)}
     snapshot = copy.deepcopy(trunk)
     for epoch in sorted(set(cfg.eval.at_epochs) - {cfg.epochs}):
         snapshot.load_state_dict(run_dir.load_trunk_at(epoch))
         if progress:
             print(f"evaluating the trunk after epoch {epoch}", flush=True)
-        by_epoch[epoch] = {k: v for k, v in evaluate(snapshot, train, test, quick, seed=cfg.eval.seed).metrics.items()
-                           if kept(k)}
+        by_epoch[epoch] = kept(evaluate(snapshot, train, test, quick, seed=cfg.eval.seed).metrics)
     for epoch, metrics in sorted(by_epoch.items()):
         tracker.log_metrics({f"at_epoch/{k}": v for k, v in metrics.items()}, step=epoch)
     pretext = {step + 1: value for step, value in tracker.history("train/acc").items()}  # step = epoch - 1
-    fig = plot_over_epochs({e: per_layer(m, "transfer") for e, m in by_epoch.items()}, pretext,
+    fig = plot_over_epochs({e: per_layer(m) for e, m in by_epoch.items()}, pretext,
                            title=f"{cfg.method} on {cfg.data.name}: how long to pretrain")
     tracker.log_artifact(run_dir.save_figure(fig, "over_epochs.png"), "plots")
     if progress:
-        print(layer_table([(f"after {e} epochs", per_layer(m, "transfer")) for e, m in sorted(by_epoch.items())]))
+        print(layer_table([(f"after {e} epochs", per_layer(m)) for e, m in sorted(by_epoch.items())]))
     return by_epoch
 
 
