@@ -87,10 +87,11 @@ def test_sweep_logs_a_parent_and_one_child_per_trial_and_report_answers(tiny_swe
     assert any(line.split()[:2] == ["supervised", "(ceiling)"] for line in out.splitlines())
     assert out.startswith("study lr") and "answer (transfer/res3/top1): " in out and "both have one seed" in out
     assert out.count("rotation") >= 2
-    for fig in ("metric_vs_swept.png", "per_layer_best.png"):
+    for fig in ("metric_vs_swept.png", "per_layer_best.png", "health.png"):  # health: the trials' health per epoch
         assert (Path("reports/lr") / fig).read_bytes()[:4] == b"\x89PNG"
     assert {a.path for a in c.list_artifacts(p.info.run_id, "report")} == {"report/metric_vs_swept.png",
-                                                                          "report/per_layer_best.png"}
+                                                                          "report/per_layer_best.png",
+                                                                          "report/health.png"}
     # the study's experiment is marked as training (MLflow's kind tag); report prints where to look
     exp = p.info.experiment_id
     assert c.get_experiment(exp).tags[KIND_TAG] == TRAINING_KIND
