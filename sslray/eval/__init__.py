@@ -23,15 +23,16 @@ from .plots import plot_per_layer
 from .probes import knn_top1, linear_probe, tuned_linear_probe
 
 
-def probe_path(cfg, source_kind: str) -> str:
-    """``cached`` or ``streamed``: which probe protocol runs for data from a source of this kind."""
-    return cfg.probes if cfg.probes != "auto" else ("streamed" if source_kind == "stream" else "cached")
+def probe_path(cfg, held: bool) -> str:
+    """``cached`` or ``streamed``: which probe protocol runs for data from a source that holds its
+    split in memory (``held``, :attr:`~sslray.data.source.Source.held`) or streams it."""
+    return cfg.probes if cfg.probes != "auto" else ("cached" if held else "streamed")
 
 
-def probe_protocol(trunk, image_size: int, cfg, source_kind: str = "memory") -> dict[str, str]:
+def probe_protocol(trunk, image_size: int, cfg, held: bool = True) -> dict[str, str]:
     """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``, the
     protocol that runs (``probe/protocol``) and, streamed, the subset kNN and invariance use."""
-    path = probe_path(cfg, source_kind)
+    path = probe_path(cfg, held)
     out = {"probe/protocol": "cached features, a probe per layer" if path == "cached" else
            "streamed through the frozen trunk, all layers' probes at once (multi-head)"}
     if path == "streamed":
@@ -176,7 +177,7 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
     and, if asked, the invariance measures."""
     device = next(trunk.parameters()).device
     grid: dict = {}
-    if probe_path(cfg, train.kind) == "cached":
+    if probe_path(cfg, train.held) == "cached":
         train_set, test_set = train.subset(cfg.train_limit), test.subset(cfg.test_limit)
         feats: dict = {}
         metrics = probe_layers(trunk, train_set, test_set, cfg, cache_dir, cache_key, seed, device=device, grid=grid,
