@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .cache import save_npz, cache_dir, fingerprint
-from .imageset import ImageSet, balanced_first, check_memory, class_rank
-from .source import Batch, MemorySource, Pending, Source
+from .cache import cache_dir, fingerprint
+from .imageset import ImageSet, balanced_first, class_rank
+from .source import Batch, MemorySource, Source
 from .sources import get_collection, offered_by
 from .sources.synthetic import load_synthetic
 
