@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="pretrain a trunk with a method, then evaluate every layer")
     t.add_argument("--method", help="a method name (see `sslray methods`)")
-    t.add_argument("--data", help="synthetic (default), cifar10 or imagefolder")
-    t.add_argument("--root", help="data folder for cifar10 / imagefolder")
+    t.add_argument("--data", help="a data source, data.name (default: the embedded shapes; `sslray data sources` "
+                                   "lists them)")
+    t.add_argument("--root", help="its data folder or file, data.root")
     t.add_argument("--epochs", type=int, help="pretraining epochs (default 10)")
     t.add_argument("--resume", nargs="?", const="latest", metavar="RUN",
                    help="continue a run from its last checkpoint: a run folder, an MLflow run id, "
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--seed", type=int, default=0, help="seed of the order images are dealt to shards (0)")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
     pp.set_defaults(func=cmd_data_prepare)
+    ds = dsub.add_parser("sources", help="list the registered data sources (data.name), what each is, reads and offers")
+    ds.set_defaults(func=cmd_data_sources)
 
     m = sub.add_parser("methods", help="list the registered methods and their settings")
     m.set_defaults(func=cmd_methods)
@@ -164,7 +167,9 @@ def cmd_train(args) -> int:
     cfg = build_config(method, overrides, base)
     cfgs = [cfg] if args.seeds == 1 else [build_config(method, {**overrides, "run.seed": cfg.seed + i})
                                           for i in range(args.seeds)]
-    data_cpus = cfg.data.cpus_per_worker if cfg.data.source == "stream" else 0.0
+    from .data import pipeline_cpus
+
+    data_cpus = pipeline_cpus(cfg.data)
     preflight(cfg, run_dir, None, data_cpus)  # before any data is read or decoded
     if run_dir is not None:
         run_dir.hold()  # before any work: a run another process is training (or resuming) is refused
@@ -287,7 +292,7 @@ def cmd_data_prepare(args) -> int:
     from pydantic import ValidationError
 
     from .config import DataConfig, validation_message
-    from .data.prepare import prepare
+    from .data.prepare import collection, prepare
 
     for flag, value, low, high in (("--short-side", args.short_side, 16, 100_000),
                                    ("--shard-rows", args.shard_rows, 1, 10**7), ("--quality", args.quality, 1, 100)):
@@ -295,7 +300,7 @@ def cmd_data_prepare(args) -> int:
             raise UserError(f"data prepare: {flag} must be in [{low}, {high}] (got {value})")
     check_output(args.out, "folder", what="data prepare: cannot write the shards to")  # before Ray starts
     try:
-        cfg = DataConfig(name="manifest" if args.manifest else "imagefolder", root=args.root)
+        cfg = DataConfig(name=collection(args.manifest), root=args.root)
     except ValidationError as e:
         raise UserError(f"data prepare: {validation_message(e)}") from None
     try:
@@ -313,6 +318,16 @@ def cmd_data_prepare(args) -> int:
         bad = f", {len(s['unreadable'])} unreadable skipped (e.g. {s['unreadable'][0]})" if s["unreadable"] else ""
         print(f"{split}: {s['written']} of {s['images']} images{bad}")
     print(f"shards in {args.out}: train with --data parquet --root {args.out}")
+    return 0
+
+
+def cmd_data_sources(args) -> int:
+    from .data.sources import discover
+
+    for name, c in sorted(discover().items()):
+        extra = [f"data.{k}" for k in c.settings]
+        print(f"{name}: {c.summary}\n    {' or '.join(c.ways)}; reads {', '.join(extra) or 'nothing more'}"
+              + (f"; batches offer {', '.join(c.offers)}" if c.offers else ""))
     return 0
 
 

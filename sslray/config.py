@@ -86,10 +86,9 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    name: Literal["synthetic", "synthetic_video", "cifar10", "imagefolder", "manifest", "parquet"] = Field(
-        "synthetic", description="synthetic: the embedded shapes; synthetic_video: generated clips of them in motion "
-                                 "with a sound track (video methods; image methods see frames); cifar10, "
-                                 "imagefolder, manifest, parquet: collections on disk")
+    name: str = Field("synthetic", description="the data source: a module registered in sslray/data/sources/ "
+                                               "(`sslray data sources` lists them, what each is and reads); by "
+                                               "default the embedded shapes")
     root: str | None = Field(None, description="data folder (cifar10, imagefolder; local, NFS or s3://...), "
                                                 "manifest file (CSV/Parquet of path,label[,split]) or the folder of "
                                                 "Parquet shards `sslray data prepare` wrote (parquet)")
@@ -123,6 +122,16 @@ class DataConfig(Strict):
     labels: bool = Field(True, description="false: an unlabelled collection (imagefolder: images anywhere under the "
                                            "root, sub-folders carry no meaning; every fifth image is held out as "
                                            "its test split); evaluate it through eval.data, a labelled one")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from .data.sources import names  # the registry: read when a config is built, not when this is imported
+
+        known = names()
+        if v not in known:
+            raise ValueError(f"must be a registered data source: {', '.join(known)}")
+        return v
 
     @field_validator("root")
     @classmethod

@@ -224,3 +224,51 @@ def test_the_protocol_name_check_catches_a_branch_on_a_name(tmp_path):
     (pkg / "train" / "doc.py").write_text('"""the knn protocol, in words, is fine"""\n')
     assert protocol_names(pkg) == {"knn"}
     assert name_literals(pkg, "fake", {"knn"}) == ["fake.train.record: 'knn'"]
+
+
+# ---- data sources are registered parts: nothing outside sslray/data/ names one or asks its kind ------------
+
+#: rooms and files that may still name a data source, and why
+NAMES_ALLOWED = {
+    "data": "the sources themselves and their registry",
+    "eval": "evaluation documents what each collection's images share (retrieval)",
+    "bench": "a benchmark names the collection it times, as a command line would",
+}
+#: DataConfig.name's default: the collection a run reads unless told
+DEFAULT_NAME = ("config.py", "synthetic")
+
+
+def source_mentions(root: Path, names: set[str]) -> list[str]:
+    """``file:line: 'name'`` for every string literal equal to a source's name, and every comparison
+    with a serving kind (``"memory"``, ``"stream"``), outside the allowed rooms."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] in NAMES_ALLOWED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                if (str(rel), node.value) != DEFAULT_NAME:
+                    found.append((str(rel), node.lineno, repr(node.value)))
+            elif isinstance(node, ast.Compare):
+                for side in (node.left, *node.comparators):
+                    if isinstance(side, ast.Constant) and side.value in ("memory", "stream"):
+                        found.append((str(rel), node.lineno, f"compares with {side.value!r}"))
+    return [f"{f}:{line}: {what}" for f, line, what in sorted(found)]
+
+
+def test_no_module_outside_data_names_a_data_source_or_asks_its_kind():
+    from sslray.data.sources import names
+
+    registered = set(names())
+    assert {"synthetic", "imagefolder", "parquet"} <= registered  # the check reads the real registry
+    assert source_mentions(ROOT, registered) == []
+
+
+def test_the_source_check_finds_a_name_and_a_kind_test(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "build.py").write_text(
+        'def f(cfg, s):\n    if cfg.name == "imagefolder":\n        return s.kind == "stream"\n    return "synthetic"\n')
+    (tmp_path / "config.py").write_text('name = "synthetic"\n')
+    assert source_mentions(tmp_path, {"synthetic", "imagefolder"}) == [
+        "train/build.py:2: 'imagefolder'", "train/build.py:3: compares with 'stream'", "train/build.py:4: 'synthetic'"]

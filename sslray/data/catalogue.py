@@ -283,24 +283,17 @@ def manifest_catalogue(path: str, split: str, limit: int | None) -> Catalogue:
 
 
 def catalogue(cfg, split: str, classes: list[str] | None = None) -> Catalogue:
-    """One split of the collection a DataConfig names (imagefolder or manifest), limited as asked.
+    """One split of the file collection a DataConfig names (imagefolder, manifest: its registered
+    source lists it), limited as asked. ``classes`` passes a training catalogue's list already listed."""
+    from .sources import get_collection
 
-    Every split's labels index one class list: the training split's (a test split's class that
-    training lacks is refused). ``classes`` passes a training catalogue's list already listed."""
-    limit = cfg.limit if split == "train" else cfg.test_limit
     if not cfg.root:
         raise UserError(f"data {cfg.name!r} needs a root: --set data.root=PATH")
-    if cfg.name == "manifest":
-        if not cfg.labels:
-            raise UserError("data.labels=false reads an image folder (data.name=imagefolder); a manifest's labels "
-                            "column is its own: leave it out of eval.data instead")
-        return manifest_catalogue(cfg.root, split, limit)
-    if split != "train" and cfg.labels and classes is None:
-        classes = folder_catalogue(cfg.root, "train", None, True).classes
-    return folder_catalogue(cfg.root, split, limit, cfg.labels, classes)
+    return get_collection(cfg.name).catalogue(cfg, split, classes)
 
 
 def catalogues(cfg) -> tuple[Catalogue, Catalogue]:
-    """The ``(train, test)`` catalogues of a collection, listed once each, on one class list."""
-    train = catalogue(cfg, "train")
-    return train, catalogue(cfg, "test", train.classes)
+    """The ``(train, test)`` catalogues of a file collection, listed once each, on one class list."""
+    from .sources import get_collection
+
+    return get_collection(cfg.name).catalogues(cfg)

@@ -74,6 +74,14 @@ def write_shard(path: str, locations: list[str], labels: np.ndarray, index: np.n
     return len(keep), bad
 
 
+def collection(manifest: bool) -> str:
+    """The data source ``sslray data prepare`` reads: a manifest file, or else a folder tree."""
+    from .sources.manifest import Manifest
+    from .sources.imagefolder import ImageFolder
+
+    return Manifest.name if manifest else ImageFolder.name
+
+
 def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, quality: int = 90, seed: int = 0) -> dict:
     """Write every split of the collection ``cfg`` (a DataConfig) as shards under ``out``."""
     import ray

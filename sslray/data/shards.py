@@ -42,6 +42,10 @@ def cut_encoded(batch: dict, views, seed: int, epoch: int) -> dict:
 class ShardSource(Source):
     kind = "stream"
 
+    @property
+    def pipeline_cpus(self) -> float:
+        return self.cpus
+
     def __init__(self, root: str, split: str, image_size: int, cpus: float = 1.0, limit: int | None = None,
                  prefetch: int = 4):
         import pyarrow.parquet as pq

@@ -67,7 +67,10 @@ def rank_slices(order: torch.Tensor, global_batch: int, rank: int, world: int) -
 class Source:
     """What every source tells and serves (see the module docstring)."""
 
-    kind: str = ""
+    kind: str = ""  # what resolved.data.source logs: memory or stream
+    #: True: the whole split is held in memory (a subset costs nothing, every process loads it from
+    #: the data cache); False: it is read while training and may be far larger than memory
+    held: bool = False
     split: str = ""
     classes: list[str]
     image_size: int
@@ -111,6 +114,11 @@ class Source:
         """Batches of the centre views of the first ``n`` images (class-balanced)."""
         raise NotImplementedError
 
+    @property
+    def pipeline_cpus(self) -> float:
+        """CPUs this source's pipeline takes per training process while training (0: none)."""
+        return 0.0
+
     def describe(self) -> dict:
         return {"resolved.data.source": self.kind}
 
@@ -138,6 +146,7 @@ class MemorySource(Source):
     :class:`Pending` split, the tensor is loaded when first read."""
 
     kind = "memory"
+    held = True
 
     def __init__(self, data: ImageSet | Pending):
         self._pending, self._data = (data, None) if isinstance(data, Pending) else (None, data)

@@ -87,6 +87,10 @@ def data_context(cpus: float) -> None:
 class StreamSource(Source):
     kind = "stream"
 
+    @property
+    def pipeline_cpus(self) -> float:
+        return self.cpus
+
     def __init__(self, catalogue: Catalogue, split: str, image_size: int, cpus: float = 1.0, prefetch: int = 4,
                  decode: str = "cpu"):
         self.catalogue, self.split, self.image_size = catalogue, split, image_size

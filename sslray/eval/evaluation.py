@@ -13,15 +13,16 @@ from .plots import plot_per_layer
 from .protocols import Result, Scan, asked, build
 
 
-def probe_path(cfg, source_kind: str) -> str:
-    """``cached`` or ``streamed``: which probe protocol runs for data from a source of this kind."""
-    return cfg.probes if cfg.probes != "auto" else ("streamed" if source_kind == "stream" else "cached")
+def probe_path(cfg, held: bool) -> str:
+    """``cached`` or ``streamed``: which probe protocol runs for data from a source that holds its
+    split in memory (``held``, :attr:`~sslray.data.source.Source.held`) or streams it."""
+    return cfg.probes if cfg.probes != "auto" else ("cached" if held else "streamed")
 
 
-def probe_protocol(trunk, image_size: int, cfg, source_kind: str = "memory") -> dict[str, str]:
+def probe_protocol(trunk, image_size: int, cfg, held: bool = True) -> dict[str, str]:
     """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``, the
     protocol that runs (``probe/protocol``) and, streamed, the subset kNN and invariance use."""
-    path = probe_path(cfg, source_kind)
+    path = probe_path(cfg, held)
     out = {"probe/protocol": "cached features, a probe per layer" if path == "cached" else
            "streamed through the frozen trunk, all layers' probes at once (multi-head)"}
     if path == "streamed":
@@ -73,7 +74,7 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
              cache_dir: str | Path | None = None, cache_key: str = "") -> Evaluation:
     """Run ``cfg.protocols`` on a trunk with the ``train`` and ``test`` data sources (memory or
     stream): each protocol sees the same :class:`Scan` of them."""
-    scan = Scan(trunk, train, test, cfg, seed=seed, title=title, streamed=probe_path(cfg, train.kind) == "streamed",
+    scan = Scan(trunk, train, test, cfg, seed=seed, title=title, streamed=probe_path(cfg, train.held) == "streamed",
                 cache_dir=cache_dir, cache_key=cache_key)
     result = Evaluation(run_protocols(scan, asked(cfg)), records=scan.records)
     if result.tables():

@@ -140,6 +140,7 @@ class AVC(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.embed_dim
         s = settings
         self.vision_fc = nn.Linear(trunk.out_dim, s.embed_dim)
         self.audio_net = AudioNet(s.audio_width or getattr(trunk, "width", 1.0))

@@ -42,6 +42,7 @@ class Barlow(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.proj_dim
         s = settings
         self.projection = mlp(trunk.out_dim, s.proj_hidden, s.proj_dim, layers=s.proj_layers)
 

@@ -69,6 +69,9 @@ class Method(nn.Module):
     #: what ``forward`` takes of :attr:`Batch.extra` as keyword arguments (video methods: ``clip``,
     #: ``audio``, ``track``, ``frame``); uint8 ones arrive as floats in [0, 1]
     needs: ClassVar[tuple[str, ...]] = ()
+    #: the size of the embedding whose spread the training step reports as ``embed_std`` (what the
+    #: collapse rule scales it by); None: the method reports no such embedding
+    embed_dim: int | None = None
 
     def __init__(self, settings: Strict, trunk: nn.Module, info: DataInfo):
         super().__init__()

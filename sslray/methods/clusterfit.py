@@ -113,11 +113,11 @@ class ClusterFit(Method):
         dev = default_device()
         was = next(teacher.parameters()).device
         teacher.to(dev)
-        sample = train.subset(s.kmeans_sample or (None if train.kind == "memory" else STREAM_SAMPLE))
+        sample = train.subset(s.kmeans_sample or (None if train.held else STREAM_SAMPLE))
         feats = extract_features(teacher, sample.images, [s.layer], s.feature_dim, device=dev,
                                  desc="source features")[s.layer]
         result = spherical_kmeans(feats, self.k, s.kmeans_seed, s.kmeans_iters)
-        if len(sample) == len(train) and train.kind == "memory":  # the sample is the set, in index order
+        if len(sample) == len(train) and train.held:  # the sample is the set, in index order
             self.targets.copy_(result.labels)
         else:
             self.targets.copy_(nearest_centroid(teacher, train, result.centroids, s.layer, s.feature_dim, dev))

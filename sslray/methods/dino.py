@@ -66,6 +66,7 @@ class DINO(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.proj_dim
         s = settings
         self.head = DINOHead(trunk.out_dim, s.out_dim, s.hidden, s.proj_dim)
         self.teacher_trunk, self.teacher_head = frozen_copy(trunk), frozen_copy(self.head)

@@ -45,6 +45,7 @@ class MoCo(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.embed_dim
         s = settings
         hidden = s.head_hidden or trunk.out_dim
         # MoCo v2's head: Linear -> ReLU -> Linear, no BN (keys and queries must not share batch statistics)

@@ -59,6 +59,7 @@ class NPID(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.embed_dim
         self.negatives = resolve_negatives(settings.negatives, PAPER_NEGATIVES, info.num_train)
         self.head = torch.nn.Linear(trunk.out_dim, settings.embed_dim)
         self.bank = MemoryBank(info.num_train, settings.embed_dim, settings.momentum)

@@ -80,6 +80,7 @@ class PIRL(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.embed_dim
         s = settings
         self.negatives = resolve_negatives(s.negatives, PAPER_NEGATIVES, info.num_train)
         self.f = nn.Linear(trunk.out_dim, s.embed_dim)

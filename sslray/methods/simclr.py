@@ -35,6 +35,7 @@ class SimCLR(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.proj_dim
         # Linear -> BN -> ReLU -> Linear; evaluation uses the trunk, before the projection
         self.projection = linear_head(trunk.out_dim, settings.proj_dim, settings.proj_hidden or trunk.out_dim)
 

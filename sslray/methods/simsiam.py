@@ -44,6 +44,7 @@ class SimSiam(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.proj_dim
         s = settings
         self.projection = mlp(trunk.out_dim, s.proj_hidden, s.proj_dim, layers=2, last_bn=True)
         self.predictor = mlp(s.proj_dim, s.pred_hidden, s.proj_dim) if s.predictor else torch.nn.Identity()

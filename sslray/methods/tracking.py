@@ -148,6 +148,7 @@ class Tracking(Method):
 
     def __init__(self, settings, trunk, info):
         super().__init__(settings, trunk, info)
+        self.embed_dim = settings.embed_dim
         self.head = linear_head(trunk.out_dim, settings.embed_dim, settings.head_hidden or trunk.out_dim)
 
     def forward(self, views, y, idx, clip, track):

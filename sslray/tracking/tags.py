@@ -21,6 +21,7 @@ DATA_TAG = "sslray.data"
 RUN_DIR_TAG = "sslray.run_dir"
 SOURCE_RUN_TAG = "sslray.source_run"  # ClusterFit, Distill, Pretrained: the folder of the source run
 COLLAPSED_TAG = "sslray.collapsed"  # the epoch and rule of a representation collapse
+DATA_CORRUPT_TAG = "sslray.data.corrupt_first"  # the first unreadable training images a source replaced
 GROUP_TAG = "sslray.group"  # one configuration's runs over seeds
 SEEDS_TAG = "sslray.seeds"
 

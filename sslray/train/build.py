@@ -15,7 +15,7 @@ import torch
 from pydantic import ValidationError
 
 from ..config import RunConfig, set_dotted, validation_message
-from ..data import Source, offers, open_sources, set_decode
+from ..data import Source, lacking, offered, open_sources, set_decode
 from ..errors import UserError
 from ..eval.protocols import resolve_eval
 from ..methods import DataInfo, Method, get_method
@@ -72,12 +72,8 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
 
 def config_info(cfg: RunConfig) -> DataInfo:
     """What the config alone tells a method of its data (classes and image count not yet known)."""
-    from ..data.video import FPS, SAMPLE_RATE
-
-    offered = offers(cfg.data)
-    clips = "clip" in offered
-    return DataInfo(0, 0, cfg.data.image_size, cfg.optim.batch_size, offered, cfg.data.frames if clips else 0,
-                    SAMPLE_RATE if "audio" in offered else 0, FPS if clips else 0)
+    o = offered(cfg.data)
+    return DataInfo(0, 0, cfg.data.image_size, cfg.optim.batch_size, o.offers, o.frames, o.sample_rate, o.fps)
 
 
 def source_info(cfg: RunConfig, train: Source) -> DataInfo:
@@ -87,11 +83,11 @@ def source_info(cfg: RunConfig, train: Source) -> DataInfo:
 
 def check_data_needs(cfg: RunConfig, cls: type[Method]) -> None:
     """A method that needs clips, sound or tracks refused on data that has none (one line)."""
-    missing = [k for k in cls.needs if k not in offers(cfg.data)]
+    missing = [k for k in cls.needs if k not in offered(cfg.data).offers]
     if missing:
         what = {"clip": "clips", "audio": "sound", "track": "object tracks", "frame": "clips"}
         lacks = " and ".join(dict.fromkeys(what.get(k, k) for k in missing))
-        raise UserError(f"{cfg.method} needs {lacks}: data {cfg.data.name!r} has none (use data.name=synthetic_video)")
+        raise UserError(f"{cfg.method} needs {lacks}: {lacking(cfg.data, missing)}")
 
 
 @dataclass
@@ -113,7 +109,7 @@ class Built:
         """What a worker takes from the driver instead of opening the data again: a streamed
         collection's catalogues (listing a million files once is enough); None for memory sources,
         which every worker loads from the data cache."""
-        return (self.train, self.test) if self.train.kind == "stream" else None
+        return (self.train, self.test) if not self.train.held else None
 
     def method_state(self) -> dict:
         """The method's state (weights, buffers, setup results) on the CPU, for the workers."""

@@ -3,7 +3,8 @@
 It knows nothing of any method: it takes this rank's batches of the training split from a data
 source (:mod:`sslray.data.source`), cuts the views the method declares where the source left them
 uncut, calls the method's ``forward`` (its training step) on the views, steps the optimiser and
-schedule, checkpoints each epoch and reports per-epoch metrics through a callback. Seeded: the
+schedule, and hands every step and epoch to its callbacks (:mod:`sslray.train.callbacks`: the
+monitors, checkpoints, MLflow and the reporters are theirs). Seeded: the
 batch order of epoch ``e`` depends only on ``(seed, e)``, and the RNG state is checkpointed, so a
 resumed run continues as if it had never stopped.
 """
@@ -22,6 +23,7 @@ from ..components.distributed import DistContext, dist_context
 from ..data.source import Source
 from ..errors import UserError
 from ..progress import bar
+from .callbacks import Callback, steps_hooked
 from .checkpoint import rng_state, set_rng_state
 from .prefetch import to_device
 
@@ -52,15 +54,17 @@ def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
 
 def fit(cfg, method: torch.nn.Module, source: Source, *,
         ctx: DistContext | None = None, start: dict | None = None,
-        on_epoch: Callable[[int, dict, dict], None] | None = None, on_step: list[Callable] = (),
-        progress: bool = True) -> torch.nn.Module:
+        callbacks: list[Callback] = (), on_epoch: Callable[[int, dict, dict], None] | None = None,
+        on_step: list[Callable] = (), progress: bool = True) -> torch.nn.Module:
     """Train ``method`` on ``source`` for ``cfg.epochs`` epochs from ``start`` (a checkpoint dict) if given.
 
-    ``on_epoch(epoch, metrics, state)`` runs after every epoch on every rank with the epoch's
-    mean metrics and the full checkpoint state (model, optimiser, schedule, RNG, epoch);
-    each ``on_step(epoch, step, idx, loss, model)`` runs after every optimiser step (``loss`` a
-    0-dim tensor on the device: a hook that reads it waits for the step; ``idx`` on the host).
-    Metric values stay on the device until the epoch ends.
+    Every :class:`~sslray.train.callbacks.Callback` of ``callbacks`` hears of every step, every
+    epoch (in list order, with the epoch's metrics as logged: :func:`epoch_logs`, and the full
+    checkpoint state: model, optimiser, schedule, RNG, epoch) and the end; on every rank.
+    Plain functions do too: ``on_epoch(epoch, metrics, state)`` with the epoch's mean metrics as
+    the loop names them, before the callbacks; each ``on_step(epoch, step, idx, loss, model)`` after
+    every optimiser step (``loss`` a 0-dim tensor on the device: a hook that reads it waits for the
+    step; ``idx`` on the host). Metric values stay on the device until the epoch ends.
     """
     ctx = ctx or dist_context()
     # channels-last is faster for convolutions on both CPU (oneDNN) and GPU (tensor cores)
@@ -92,6 +96,7 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
     else:
         torch.manual_seed(cfg.seed + ctx.rank)
     amp = ctx.device.type == "cuda"
+    stepping = steps_hooked(callbacks)
     for epoch in range(first, cfg.epochs):
         model.train()
         sums: dict[str, torch.Tensor | float] = {}  # on the device: read once per epoch, not once per step
@@ -130,6 +135,8 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             seen += n
             for hook in on_step:
                 hook(epoch, step, batch.index_cpu, out["loss"].detach(), core)
+            for c in stepping:
+                c.on_step(epoch, step, batch.index_cpu, out["loss"].detach(), core)
             if progress and ctx.is_main and (step % SHOW_EVERY == 0 or step == steps_per_epoch - 1):
                 steps.set_postfix(loss=f"{float(out['loss'].detach()):.3f}", refresh=False)  # a sync, now and then
         metrics = _reduce({k: float(v) for k, v in sums.items()}, counts, ctx)
@@ -164,7 +171,17 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
                                 f"{cfg.data.max_corrupt:g} of {len(source)}), e.g. {corrupt[0]}")
         if on_epoch:
             on_epoch(epoch, metrics, state)
+        logs = epoch_logs(metrics)
+        for c in callbacks:
+            c.on_epoch(epoch, logs, state)
+    for c in callbacks:
+        c.on_end()
     return core
+
+
+def epoch_logs(metrics: dict) -> dict:
+    """An epoch's metrics as logged: ``train/<name>``, the shares of its time as ``time/<share>``."""
+    return {k if k.startswith("time/") else f"train/{k}": v for k, v in metrics.items()}
 
 
 def _forward_backward(model, xs, labels, index, extra, amp: bool, ctx: DistContext, poison: bool = False) -> dict:

@@ -73,7 +73,7 @@ def run(built: Built, *, resume: RunDir | None = None, run_dir: RunDir | None = 
     """
     cfg = built.cfg
     run_dir = resume or run_dir or RunDir.new(cfg.output_dir, cfg.method)
-    preflight(cfg, resume, run_dir, cfg.data.cpus_per_worker if built.train.kind == "stream" else 0.0, uri)
+    preflight(cfg, resume, run_dir, built.train.pipeline_cpus, uri)
     store = Store(uri)
     run_id = resume.mlflow_run_id if resume else None
     run_dir.create()
@@ -95,7 +95,7 @@ def _drive(built: Built, run_dir: RunDir, store: Store, run_id: str | None, resu
     tracker = Tracker(cfg.experiment, cfg.run_name or run_dir.name, run_id=run_id, tags=tags, store=store)
     run_dir.write_config(cfg.model_dump())
     run_dir.write_meta(cfg.method, tracker.run_id)
-    protocol = probe_protocol(method.trunk, built.train.image_size, cfg.eval, built.train.kind) if cfg.eval.enabled else {}
+    protocol = probe_protocol(method.trunk, built.train.image_size, cfg.eval, built.train.held) if cfg.eval.enabled else {}
     tracker.log_params({**flatten(cfg), **resolved_params(built), **protocol,
                         **{f"method.{k}": v for k, v in method.describe().items()}})
     spec = WorkerSpec(config=cfg.model_dump(), run_id=tracker.run_id, run_dir=str(run_dir.path.resolve()),

@@ -9,9 +9,6 @@ sends them to MLflow; a process restarted from that checkpoint sends them if MLf
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -19,11 +16,17 @@ import torch
 
 from ..components.distributed import dist_context
 from ..config import RunConfig
-from ..eval.health import Collapsed, collapse
-from ..eval.monitor import HealthMonitor, KnnMonitor
 from ..tracking import RunDir, Tracker
-from ..tracking.tags import COLLAPSED_TAG
 from .build import Built, build_run
+from .callbacks import Callback, LastEpoch
+from .callbacks.checkpoints import Checkpoint
+from .callbacks.debug import KillAt, StepRecorder
+from .callbacks.health import CollapseRule, HealthCallback, StopOnCollapse
+from .callbacks.monitor import KnnMonitorCallback
+from .callbacks.report import EpochLine, ReporterCallback
+from .callbacks.snapshots import TrunkSnapshots
+from .callbacks.timing import TimingLine
+from .callbacks.tracking import MlflowLogger
 from .checkpoint import LocalCheckpoints, RayCheckpoints
 from .loop import fit
 from .record import evaluate_and_record, evaluate_over_epochs, record_afterwards
@@ -67,43 +70,37 @@ def log_pending(tracker: Tracker, start: dict) -> None:
         tracker.log_metrics(pending, step=step)
 
 
-class StepRecorder:
-    """``debug.record_steps``: per rank and step, the batch indices, loss and a weight checksum."""
-
-    def __init__(self, run_dir: RunDir, rank: int):
-        path = run_dir.debug / f"rank{rank}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a")
-        self.node = ""
-        try:
-            import ray
-
-            if ray.is_initialized():
-                self.node = ray.get_runtime_context().get_node_id()
-        except ImportError:  # pragma: no cover
-            pass
-
-    def __call__(self, epoch: int, step: int, idx: torch.Tensor, loss: torch.Tensor, model: torch.nn.Module) -> None:
-        checksum = sum(float(p.detach().double().sum()) for p in model.parameters())
-        self.file.write(json.dumps({"epoch": epoch, "step": step, "idx": idx.tolist(), "loss": float(loss),
-                                    "weights": checksum, "node": self.node}) + "\n")
-        self.file.flush()
-
-
-def _kill_hook(cfg: RunConfig, run_dir: RunDir, rank: int):
-    """``debug.kill_at=[epoch, step]``: rank 0 kills its own process there, once (fault tests)."""
-    if not cfg.debug.kill_at or rank != 0:
-        return None
-    marker = run_dir.debug / "killed"
-    epoch_at, step_at = cfg.debug.kill_at
-
-    def hook(epoch: int, step: int, *_):
-        if (epoch, step) == (epoch_at, step_at) and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(str(os.getpid()))
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return hook
+def epoch_callbacks(cfg: RunConfig, spec: WorkerSpec, built: Built, run_dir: RunDir, checkpoints, ctx,
+                    tracker: Tracker | None, reporter: EpochReporter | None, last: LastEpoch) -> list[Callback]:
+    """A run's training-time work, in the order it runs after every epoch: the monitors fill the
+    epoch's metrics, trunk snapshots come before the checkpoint (a resume never misses one), the
+    checkpoint before MLflow (a crash between is repaired by :func:`log_pending`), and a collapse
+    stops the run last, once it shows in MLflow. Rank 0 alone monitors, logs and reports."""
+    method, main = built.method, ctx.is_main
+    out: list[Callback] = []
+    if cfg.debug.kill_at and main:
+        out.append(KillAt(run_dir, cfg.debug.kill_at))
+    if cfg.debug.record_steps:
+        out.append(StepRecorder(run_dir, ctx.rank))
+    if cfg.eval.monitor and main:
+        out.append(KnnMonitorCallback(method.trunk, *built.eval_sources(), cfg.eval))
+    rule = None
+    # health needs two images at least (uniformity is over pairs); a one-image training set has none
+    if cfg.eval.health and main and method.trains and len(built.train) >= 2:
+        rule = CollapseRule(cfg.method, method.embed_dim, cfg.eval, tracker)
+        out += [HealthCallback(method.trunk, built.train, cfg.eval), rule]
+    if cfg.eval.at_epochs and main:
+        out.append(TrunkSnapshots(method.trunk, run_dir, cfg.eval.at_epochs))
+    out += [Checkpoint(checkpoints, cfg.model_dump(), spec.run_id, main), last]
+    if tracker:
+        out.append(MlflowLogger(tracker))
+        if reporter:
+            out.append(ReporterCallback(reporter, cfg.epochs))
+        if spec.progress:
+            out += [EpochLine(cfg.epochs), TimingLine(last)]
+    if rule is not None and cfg.eval.stop_on_collapse:
+        out.append(StopOnCollapse(rule))
+    return out
 
 
 def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: EpochReporter | None = None) -> dict:
@@ -120,59 +117,13 @@ def train_worker(spec: WorkerSpec, built: Built | None, checkpoints, reporter: E
     if start and tracker:
         log_pending(tracker, start)
     method = built.method
-    monitor = KnnMonitor(*built.eval_sources(), cfg.eval) if cfg.eval.monitor and ctx.is_main else None
-    # health needs two images at least (uniformity is over pairs); a one-image training set has none
-    health = HealthMonitor(built.train, cfg.eval) if (cfg.eval.health and ctx.is_main and method.trains
-                                                      and len(built.train) >= 2) else None
-    embed_dim = next((getattr(method.settings, k) for k in ("embed_dim", "proj_dim") if hasattr(method.settings, k)),
-                     None)
-    last: dict = dict((start or {}).get("metrics") or {})
-    said = {"collapse": False}
-
-    def on_epoch(epoch: int, metrics: dict, state: dict) -> None:
-        logged = {k if k.startswith("time/") else f"train/{k}": v for k, v in metrics.items()}
-        stop_why = None
-        if monitor:
-            logged["monitor/knn_top1"] = monitor(method.trunk)
-        if health:
-            logged.update(health(method.trunk))
-            why = collapse(logged, embed_dim, cfg.eval.collapse_rank, cfg.eval.collapse_std)
-            if why and not said["collapse"]:  # once per run: one line and a tag
-                said["collapse"] = True
-                print(f"collapse: {cfg.method} at epoch {epoch + 1}: {why}", flush=True)
-                tracker.set_tags({COLLAPSED_TAG: f"epoch {epoch + 1}: {why}"})
-            stop_why = why if cfg.eval.stop_on_collapse else None
-        if ctx.is_main and epoch + 1 in cfg.eval.at_epochs:  # before the checkpoint: a resume never misses it
-            run_dir.save_trunk_at(epoch + 1, method.trunk.state_dict())
-        state.update(config=cfg.model_dump(), mlflow_run_id=spec.run_id, metrics=logged)
-        if tracker and state.get("corrupt"):
-            tracker.set_tags({"sslray.data.corrupt_first": "; ".join(state["corrupt"])[:5000]})
-        checkpoints.save(state, {**logged, "epoch": epoch + 1}, ctx.is_main)  # first the checkpoint,
-        last.clear()
-        last.update(logged)
-        if tracker:  # then MLflow (a crash between is repaired by log_pending), at most once per epoch
-            if not tracker.has_step(next(iter(logged)), epoch):  # an epoch re-run after a lost checkpoint
-                tracker.log_metrics(logged, step=epoch)
-            if reporter:
-                reporter.epoch(epoch, logged, last=epoch + 1 == cfg.epochs)
-            if spec.progress:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['loss']:.4f}  "
-                      f"acc {100 * metrics.get('acc', float('nan')):.1f}%  {metrics['img_per_s']:.0f} img/s", flush=True)
-        if stop_why:  # logged first, so the collapse shows in MLflow; then the run ends
-            raise Collapsed(f"{cfg.method} collapsed at epoch {epoch + 1}: {stop_why}", epoch + 1, stop_why)
-
-    hooks = [h for h in (_kill_hook(cfg, run_dir, ctx.rank),
-                         StepRecorder(run_dir, ctx.rank) if cfg.debug.record_steps else None) if h]
+    last = LastEpoch(start)
+    callbacks = epoch_callbacks(cfg, spec, built, run_dir, checkpoints, ctx, tracker, reporter, last)
     if method.trains and cfg.epochs > 0:
-        fit(cfg, method, built.train, ctx=ctx, start=start,
-            on_epoch=on_epoch, on_step=hooks, progress=spec.progress)
+        fit(cfg, method, built.train, ctx=ctx, start=start, callbacks=callbacks, progress=spec.progress)
     if not ctx.is_main:
         return {}
-    if spec.progress and "time/data_wait" in last:  # where the last epoch's time went: data or compute?
-        print(f"time: data wait {100 * last['time/data_wait']:.1f}%, host to device "
-              f"{100 * last['time/host_to_device']:.1f}%, decode on device {100 * last['time/decode']:.1f}%, steps "
-              f"{100 * last['time/step']:.1f}%; "
-              f"{last['train/img_per_s']:.0f} img/s ({last['train/img_per_s_worker']:.0f} per worker)", flush=True)
+    last = dict(last.logs)
     method.to(ctx.device)
     run_dir.save_trunk(method.trunk.state_dict())
     if method.trains and cfg.epochs > 0:  # e.g. an energy-based model's negatives, an audio net's probe
@@ -197,4 +148,4 @@ def ray_train_loop(config: dict) -> None:
     train_worker(spec, None, RayCheckpoints(RunDir(spec.run_dir)))
 
 
-__all__ = ["EpochReporter", "LocalCheckpoints", "WorkerSpec", "ray_train_loop", "train_worker"]
+__all__ = ["EpochReporter", "LocalCheckpoints", "WorkerSpec", "epoch_callbacks", "ray_train_loop", "train_worker"]

@@ -1,0 +1,26 @@
+"""Who else hears of each epoch (rank 0): Ray Tune's reporter in a sweep trial, and the console."""
+
+from __future__ import annotations
+
+from . import Callback
+
+
+class ReporterCallback(Callback):
+    """Tells an :class:`~sslray.train.worker.EpochReporter` (e.g. Tune's) of every epoch."""
+
+    def __init__(self, reporter, epochs: int):
+        self.reporter, self.epochs = reporter, epochs
+
+    def on_epoch(self, epoch, logs, state):
+        self.reporter.epoch(epoch, logs, last=epoch + 1 == self.epochs)
+
+
+class EpochLine(Callback):
+    """One console line per epoch: loss, pretext accuracy and throughput."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_epoch(self, epoch, logs, state):
+        print(f"epoch {epoch + 1}/{self.epochs}  loss {logs['train/loss']:.4f}  "
+              f"acc {100 * logs.get('train/acc', float('nan')):.1f}%  {logs['train/img_per_s']:.0f} img/s", flush=True)

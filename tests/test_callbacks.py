@@ -1,0 +1,64 @@
+"""Training-time work is callbacks on the shared loop (sslray/train/callbacks/): what a callback
+hears, in which order, and how a run composes its own."""
+
+from __future__ import annotations
+
+import torch
+
+from sslray.data import ImageSet, MemorySource
+from sslray.train.build import build_config, build_method
+from sslray.train.callbacks import Callback, LastEpoch
+from sslray.train.loop import fit
+
+
+def _images(n: int = 48) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return ImageSet(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % 2,
+                    ["a", "b"], "toy", "train")
+
+
+class Heard(Callback):
+    """Writes down every hook call; adds a metric of its own for the callbacks after it."""
+
+    def __init__(self, name: str, said: list):
+        self.name, self.said = name, said
+
+    def on_step(self, epoch, step, idx, loss, model):
+        self.said.append((self.name, "step", epoch, step, len(idx), loss.dim()))
+
+    def on_epoch(self, epoch, logs, state):
+        self.said.append((self.name, "epoch", epoch, sorted(k for k in logs if not k.startswith("time/")),
+                          state["epoch"]))
+        logs[f"{self.name}/seen"] = float(epoch)
+
+    def on_end(self):
+        self.said.append((self.name, "end"))
+
+
+def test_callbacks_hear_every_step_every_epoch_in_order_and_the_end():
+    cfg = build_config("rotation", {"trunk.width": 0.125, "optim.batch_size": 16, "epochs": 2, "data.image_size": 16})
+    data = MemorySource(_images())
+    said: list = []
+    last = LastEpoch()
+    fit(cfg, build_method(cfg, data), data, progress=False, callbacks=[Heard("a", said), Heard("b", said), last])
+    steps = [s for s in said if s[1] == "step"]
+    assert steps == [(n, "step", e, i, 16, 0) for e in (0, 1) for i in range(3) for n in ("a", "b")]
+    epochs = [s for s in said if s[1] == "epoch"]
+    logged = ["train/acc", "train/data_wait", "train/epoch_time", "train/img_per_s", "train/img_per_s_worker",
+              "train/loss", "train/lr"]
+    assert epochs == [("a", "epoch", 0, logged, 1), ("b", "epoch", 0, ["a/seen", *logged], 1),
+                      ("a", "epoch", 1, logged, 2), ("b", "epoch", 1, ["a/seen", *logged], 2)]
+    assert said[-2:] == [("a", "end"), ("b", "end")]
+    assert last.logs["a/seen"] == 1.0 and last.logs["b/seen"] == 1.0 and 0 < last.logs["time/step"] <= 1
+
+
+def test_a_method_declares_its_embedding_size():
+    from sslray.methods import discover
+
+    data = MemorySource(_images())
+    dims = {}
+    for name in ("simclr", "moco", "rotation"):
+        cfg = build_config(name, {"trunk.width": 0.125, "optim.batch_size": 16, "data.image_size": 16})
+        dims[name] = build_method(cfg, data).embed_dim
+    assert dims == {"simclr": 128, "moco": 128, "rotation": None}  # rotation reports no embedding spread
+    assert discover()["simclr"].embed_dim is None  # declared by the built method, from its settings
