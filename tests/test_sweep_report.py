@@ -177,3 +177,30 @@ def test_report_tabulates_what_the_neighbours_share_with_seeds_as_one_row_and_dr
     path = shares_figure("video", groups, {("random", "floor"): metrics(0.0, 0.8)}, tmp_path, 0.95)
     assert path == tmp_path / "shares.png" and path.stat().st_size > 10_000
     assert print_shares({"rotation": [{"retrieval/res4/precision_at_8": 0.3}]}, {}, "res4") == []  # no factors: no table
+
+
+def test_the_floor_and_ceiling_answer_uses_the_seeds_pooled_spread_by_hand():
+    # two configurations of three seeds, sd 2 points each: pooled sd 2.0 on 4 df, t(0.975, 4) = 2.776;
+    # a single run against a single run needs 2.776 * 2.0 * sqrt(2) = 7.9 points, a mean of three
+    # seeds against a single run 2.776 * 2.0 * sqrt(4/3) = 6.4
+    from sslray.sweep.report import configurations, frame_answer
+
+    def row(norm, v):
+        return {"method": "simclr", "swept": {"trunk.norm": norm}, "objective": v, "invariance": {},
+                "transfer": {layer: (v if layer == "res4" else None) for layer in LAYERS}}
+
+    done = [row("group", v) for v in (0.30, 0.32, 0.34)] + [row("batch", v) for v in (0.20, 0.22, 0.24)]
+    configs = configurations(done, 0.95)
+    frame = {("random", "floor"): {"res4": 0.22}, ("supervised", "ceiling"): {"res4": 0.60}}
+    assert frame_answer(configs, frame, "res4") == (
+        "answer (floor and ceiling, res4): the ceiling is +38.0 points from the floor (60.0 against 22.0, one run "
+        "each; ±7.9 needed): separably above it; configurations separably above the floor: simclr norm=group "
+        "(+10.0) (95 %, their spread taken as the seeds' pooled sd 2.0 on 4 df)")
+    frame = {("random", "floor"): {"res4": 0.27}, ("supervised", "ceiling"): {"res4": 0.34}}
+    assert frame_answer(configs, frame, "res4") == (
+        "answer (floor and ceiling, res4): the ceiling is +7.0 points from the floor (34.0 against 27.0, one run "
+        "each; ±7.9 needed): not separable at this budget; configurations separably above the floor: none (best "
+        "simclr norm=group +5.0, ±6.4 needed) (95 %, their spread taken as the seeds' pooled sd 2.0 on 4 df)")
+    done = [row("group", 0.30)]  # one seed: no spread to measure
+    assert frame_answer(configurations(done, 0.95), frame, "res4") == \
+        "answer (floor and ceiling, res4): no floor or no seeds to measure the spread with"

@@ -117,6 +117,8 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
             if layer and per.get(layer) is not None:
                 print(f"against the {role} ({m}, {100 * per[layer]:.1f} at {layer}): the best configuration is "
                       f"{_against(obj, per[layer])}")
+        if layer and seeded:
+            print(frame_answer(configs, frame, layer, study.report.confidence))
     def named(c):
         return f"{c['method']} {_swept(c['swept'])}".strip(), c["objective"]
 
@@ -233,6 +235,45 @@ def _against(obj, value: float) -> str:
     if obj.hi < value:
         return "below it, separably"
     return "not separable from it at this budget"
+
+
+def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.95) -> str:
+    """The answer line on the floor and ceiling at ``layer``: is the ceiling separable above the
+    floor, and which configurations are? The floor and ceiling are one run each, so their spread is
+    taken to be the configurations' (the pooled sd of their seeds at ``layer``, on the pooled
+    degrees of freedom): two means differ separably when the gap exceeds the half-width of that
+    pooled Student-t interval of their difference (a single run counts as n = 1)."""
+    import math
+
+    from ..stats import t_quantile
+
+    floor = next((v.get(layer) for (m, role), v in frame.items() if role == "floor"), None)
+    ceiling = next((v.get(layer) for (m, role), v in frame.items() if role == "ceiling"), None)
+    seeds = [[r["transfer"][layer] for r in c["runs"] if r["transfer"].get(layer) is not None] for c in configs]
+    df = sum(len(v) - 1 for v in seeds if v)
+    if floor is None or df == 0:
+        return f"answer (floor and ceiling, {layer}): no floor or no seeds to measure the spread with"
+    sd = math.sqrt(sum(sum((x - sum(v) / len(v)) ** 2 for x in v) for v in seeds if v) / df)
+    t = t_quantile((1 + level) / 2, df)
+
+    def need(n: int) -> float:  # the gap a mean of n seeds must clear over a single run
+        return t * sd * math.sqrt(1 / n + 1)
+
+    parts = []
+    if ceiling is not None:
+        gap = ceiling - floor
+        parts.append(f"the ceiling is {100 * gap:+.1f} points from the floor ({100 * ceiling:.1f} against "
+                     f"{100 * floor:.1f}, one run each; ±{100 * need(1):.1f} needed): "
+                     + ("separably above it" if gap > need(1) else "not separable at this budget"))
+    above = [f"{c['method']} {_swept(c['swept'])}".strip() + f" ({100 * (c['intervals'][layer].mean - floor):+.1f})"
+             for c, v in zip(configs, seeds) if v and c["method"] not in ("random", "supervised")
+             and c["intervals"][layer].mean - floor > need(len(v))]
+    best = next(((c, v) for c, v in zip(configs, seeds) if v), None)
+    parts.append("configurations separably above the floor: " + (", ".join(above) if above else "none") +
+                 ("" if above or best is None else f" (best {best[0]['method']} {_swept(best[0]['swept'])} "
+                  f"{100 * (best[0]['intervals'][layer].mean - floor):+.1f}, ±{100 * need(len(best[1])):.1f} needed)"))
+    return (f"answer (floor and ceiling, {layer}): " + "; ".join(parts) +
+            f" ({round(100 * level)} %, their spread taken as the seeds' pooled sd {100 * sd:.1f} on {df} df)")
 
 
 def _swept(swept: dict) -> str:
