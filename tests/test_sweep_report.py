@@ -186,7 +186,7 @@ def test_the_floor_and_ceiling_answer_uses_the_seeds_pooled_spread_by_hand():
     from sslray.sweep.report import configurations, frame_answer
 
     def row(norm, v):
-        return {"method": "simclr", "swept": {"trunk.norm": norm}, "objective": v, "invariance": {},
+        return {"method": "simclr", "swept": {"trunk.norm": norm}, "objective": v, "invariances": {}, "knn_top1": {},
                 "transfer": {layer: (v if layer == "res4" else None) for layer in LAYERS}}
 
     done = [row("group", v) for v in (0.30, 0.32, 0.34)] + [row("batch", v) for v in (0.20, 0.22, 0.24)]
