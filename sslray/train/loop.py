@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..progress import bar
 from .callbacks import Callback, steps_hooked
 from .checkpoint import rng_state, set_rng_state
-from .prefetch import to_device
+from .prefetch import DeviceGaps, to_device
 
 #: the progress bar's loss is read from the device every this many steps (each read waits for the device)
 SHOW_EVERY = 25
@@ -107,8 +107,10 @@ def fit(cfg: RunConfig, method: torch.nn.Module, source: Source, *,
         steps = bar(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                     unit="batch", enabled=progress and ctx.is_main)
         moved = to_device(iter(batches), ctx.device, core.needs, views)
+        gaps = DeviceGaps(ctx.device)
         for step in steps:
             batch = next(moved).wait()  # on the device; the next batch's copy is already under way
+            gaps.start()
             waited += batch.waited  # the wait for data: what a streaming source must keep near zero
             copying += batch.copying
             decoding += batch.decoding
@@ -125,6 +127,7 @@ def fit(cfg: RunConfig, method: torch.nn.Module, source: Source, *,
             opt.step()
             sched.step()
             core.after_step()
+            gaps.end()
             n = len(batch.index_cpu)
             for k, v in out.items():
                 v = v.detach().float() if torch.is_tensor(v) else float(v)
@@ -146,6 +149,9 @@ def fit(cfg: RunConfig, method: torch.nn.Module, source: Source, *,
         metrics.update({"time/data_wait": waited / elapsed, "time/host_to_device": copying / elapsed,
                         "time/decode": decoding / elapsed,
                         "time/step": max(0.0, 1 - (waited + copying + decoding) / elapsed)})
+        idle = gaps.idle_seconds()
+        if idle is not None:  # CUDA: what the device itself lost between steps (see DeviceGaps)
+            metrics["time/device_idle"] = idle / elapsed
         if compiling is not None and compiling.seconds is not None:
             metrics["time/compile_s"] = compiling.seconds
         if not math.isfinite(metrics["loss"]):
