@@ -3,6 +3,7 @@ metric values are read from the device once per epoch, and every epoch says wher
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sslray.data import ImageSet, MemorySource
@@ -70,3 +71,30 @@ def test_an_epoch_says_where_its_time_went_and_reads_its_losses_once(monkeypatch
     # no value is read from the device while the epoch runs: the loss and accuracy reach the host
     # once, after its last step
     assert reads_by_step == [0, 0, 0] and len(reads) > 0 and set(m) >= {"loss", "acc"}
+
+
+def test_device_gaps_sum_the_idle_time_between_steps_and_record_nothing_off_cuda():
+    from sslray.train.prefetch import DeviceGaps
+
+    clock = iter([0.0, 10.0, 12.0, 30.0, 35.0, 36.0])  # (start, end) of three steps, in ms on the device
+
+    class Event:  # a CUDA event's interface, on a clock the test sets
+        def record(self):
+            self.t = next(clock)
+
+        def elapsed_time(self, later):
+            return later.t - self.t
+
+        def synchronize(self):
+            pass
+
+    gaps = DeviceGaps(torch.device("cuda"), event=Event)
+    for _ in range(3):
+        gaps.start()
+        gaps.end()
+    assert gaps.idle_seconds() == pytest.approx((2.0 + 5.0) / 1000)  # 10 -> 12 and 30 -> 35
+    assert gaps.marks == [] and gaps.idle_seconds() is None  # read once per epoch, then reset
+    cpu = DeviceGaps(torch.device("cpu"), event=Event)
+    cpu.start()
+    cpu.end()
+    assert cpu.marks == [] and cpu.idle_seconds() is None

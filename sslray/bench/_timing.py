@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..config import RunConfig
 from ..errors import UserError
 
 
@@ -119,7 +120,7 @@ def bench_config(method: str, *, batch: int, width: float, epochs: int = 1, seed
                                  "run.seed": seed, **overrides})
 
 
-def time_fit(cfg, method, data, warmup: int) -> float:
+def time_fit(cfg: RunConfig, method, data, warmup: int) -> float:
     """Median seconds per step of the shared loop on an ImageSet, timed between its ``on_step`` hooks."""
     from ..data import MemorySource
     from ..train.loop import DistContext, fit

@@ -176,7 +176,7 @@ def _time_loop(args, name: str, stream: tuple | None, cpus: float, device) -> di
         source = MemorySource(random_images(n, args.size, seed=args.seed))
         method = build_method(cfg, source)
     timed = TimedSource(source)
-    stamps, compile_s = [], []
+    stamps = []
     last = args.warmup + args.steps - 1
 
     def on_step(epoch, i, *_):
@@ -185,12 +185,15 @@ def _time_loop(args, name: str, stream: tuple | None, cpus: float, device) -> di
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())
 
+    epoch: dict = {}
     fit(cfg, method, timed, ctx=DistContext(device=device), on_step=[on_step], progress=False,
-        on_epoch=lambda e, m, s: compile_s.append(m.get("time/compile_s")))
+        on_epoch=lambda e, m, s: epoch.update(m))
     seconds = stamps[1] - stamps[0]
     waits = sum(timed.waits[args.warmup + 1: last + 2])
+    idle = epoch.get("time/device_idle")  # CUDA: the device's idle time between the epoch's steps
     return {"img_per_s": args.batch * args.steps / seconds, "step_s": seconds / args.steps,
-            "data_wait": waits / seconds, "compile_s": compile_s[0] if compile_s else None}
+            "data_wait": waits / seconds, "compile_s": epoch.get("time/compile_s"),
+            "device_idle": None if idle is None else idle * epoch["epoch_time"] / seconds}
 
 
 def _pipeline(args, name: str, folder: Path, cpus: float, device) -> list[dict]:
@@ -286,5 +289,6 @@ def report(rows: list[dict], settings: dict, json_path: str | None) -> dict:
     table_rows = [r for r in rows if r["part"] != "profile"]
     columns = [("part", "part", ""), ("method", "method", ""), ("mode", "mode", ""), ("decode", "decode", ""),
                ("img_per_s", "img/s", ".0f"), ("vs_ceiling", "vs compiled", ".2f"), ("data_wait", "data wait", ".1%"),
+               ("device_idle", "device idle", ".1%"),
                ("compile_s", "compile s", ".0f"), ("device", "device", "")]
     return finish("gpu", TARGET, worst, table_rows, columns, settings, json_path, notes)

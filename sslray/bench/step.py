@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from ..config import RunConfig
 from ._timing import add_common, bench_config, csv, finish, interleaved, median, positive, random_images, \
     step_times, time_fit
 
@@ -33,7 +34,7 @@ def run(args) -> dict:
                       args.reps, args.seed, args.json, args.profile)
 
 
-def time_plain(cfg, method, batches, warmup: int) -> float:
+def time_plain(cfg: RunConfig, method, batches, warmup: int) -> float:
     """Median seconds per step of a plain PyTorch loop: the same method object, SGD with
     momentum, a ``for`` over pre-made float batches whose views it cuts, nothing else."""
     import torch
@@ -150,7 +151,7 @@ def bench_step(methods=("rotation", "pirl"), batch: int = 128, width: float = 0.
     return finish("step", TARGET, max(ratios), rows, columns, settings, json_path, notes)
 
 
-def profile_steps(cfg, method, data, steps: int, top: int = 15) -> str:
+def profile_steps(cfg: RunConfig, method, data, steps: int, top: int = 15) -> str:
     """torch.profiler over ``steps`` steps of the shared loop (after one warm-up step): top ops by self CPU time."""
     import torch
     from torch.profiler import ProfilerActivity, profile

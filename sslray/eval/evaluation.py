@@ -7,19 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import EvalConfig
 from ..models import pool_size
 from . import results as _results
 from .plots import plot_per_layer
 from .protocols import Result, Scan, asked, build
 
 
-def probe_path(cfg, held: bool) -> str:
+def probe_path(cfg: EvalConfig, held: bool) -> str:
     """``cached`` or ``streamed``: which probe protocol runs for data from a source that holds its
     split in memory (``held``, :attr:`~sslray.data.source.Source.held`) or streams it."""
     return cfg.probes if cfg.probes != "auto" else ("cached" if held else "streamed")
 
 
-def probe_protocol(trunk, image_size: int, cfg, held: bool = True) -> dict[str, str]:
+def probe_protocol(trunk, image_size: int, cfg: EvalConfig, held: bool = True) -> dict[str, str]:
     """What exactly each layer's probe sees: ``probe/<layer>/pool`` and ``probe/<layer>/dim``, the
     protocol that runs (``probe/protocol``) and, streamed, the subset kNN and invariance use."""
     path = probe_path(cfg, held)
@@ -70,7 +71,7 @@ def run_protocols(scan: Scan, names) -> list[Result]:
     return out
 
 
-def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
+def evaluate(trunk, train, test, cfg: EvalConfig, *, seed: int = 0, title: str = "",
              cache_dir: str | Path | None = None, cache_key: str = "") -> Evaluation:
     """Run ``cfg.protocols`` on a trunk with the ``train`` and ``test`` data sources (memory or
     stream): each protocol sees the same :class:`Scan` of them."""
@@ -83,7 +84,7 @@ def evaluate(trunk, train, test, cfg, *, seed: int = 0, title: str = "",
     return result
 
 
-def probe_layers(trunk, train_set, test_set, cfg, cache_dir: str | Path | None = None, cache_key: str = "",
+def probe_layers(trunk, train_set, test_set, cfg: EvalConfig, cache_dir: str | Path | None = None, cache_key: str = "",
                  seed: int = 0, device=None, timings: dict[str, float] | None = None,
                  grid: dict | None = None) -> dict[str, float]:
     """The metrics of the per-layer probes of ``cfg.protocols`` on image sets held in memory (the

@@ -11,7 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..components.augment import cut_views, hflip, pad_crop
+from ..components.augment import hflip, pad_crop
+from ..components.inputs import batch_inputs
 from ..data.views import CENTRE
 from ..progress import bar
 
@@ -58,9 +59,7 @@ def finetune(trunk, train, test, s, seed: int = 0, device=None, desc: str = "fin
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, total) / total)))
     for epoch in bar(range(s.epochs), desc=desc, unit="epoch"):
         for batch in train.epoch(epoch, batch_size, seed + 7, views=[view]):
-            x = batch.views[0].to(device).float().div_(255)
-            if not batch.cut:
-                x = cut_views(x, [view])[0]
+            x, = batch_inputs(batch, [view], device)
             if s.augment:
                 x = _augment(x)
             loss = F.cross_entropy(head(model(x.contiguous(memory_format=torch.channels_last))),
@@ -73,9 +72,7 @@ def finetune(trunk, train, test, s, seed: int = 0, device=None, desc: str = "fin
     correct = seen = 0
     with torch.no_grad():
         for batch in test.scan(256, [view]):
-            x = batch.views[0].to(device).float().div_(255)
-            if not batch.cut:
-                x = cut_views(x, [view])[0]
+            x, = batch_inputs(batch, [view], device)
             correct += int((head(model(x)).argmax(1).cpu() == batch.labels).sum())
             seen += len(batch.labels)
     return correct / max(seen, 1)

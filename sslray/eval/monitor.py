@@ -6,12 +6,13 @@ different methods.
 
 from __future__ import annotations
 
+from ..config import EvalConfig
 from ..models import extract_features
 from .probes import knn_top1
 
 
 class KnnMonitor:
-    def __init__(self, train, test, cfg):
+    def __init__(self, train, test, cfg: EvalConfig):
         """``train``, ``test``: data sources; ``cfg``: the evaluation config (``monitor_size``
         training images, half as many test images, held in memory)."""
         self.train = train.subset(cfg.monitor_size)
@@ -32,7 +33,7 @@ class HealthMonitor:
     first ``cfg.health_size`` training images (class-balanced) and of one fixed augmented view of
     each: a random-resized crop (scale 0.3-1) and a horizontal flip drawn once from ``cfg.seed``."""
 
-    def __init__(self, train, cfg):
+    def __init__(self, train, cfg: EvalConfig):
         import torch
         import torch.nn.functional as F
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..components.augment import cut_views
+from ..components.inputs import batch_inputs
 from ..data.views import CENTRE
 from ..models import pool_features
 from ..progress import bar
@@ -18,10 +18,8 @@ from .probes import LinearHeads, grid_of, tuned_metrics
 
 @torch.no_grad()
 def _features(trunk, batch, view, layers, feature_dim, device) -> dict[str, torch.Tensor]:
-    x = batch.views[0].to(device).float().div_(255)
-    if not batch.cut:
-        x = cut_views(x, [view])[0]
-    taps = trunk.taps(x.contiguous(memory_format=torch.channels_last), layers)
+    x, = batch_inputs(batch, [view], device)
+    taps = trunk.taps(x, layers)
     return {layer: pool_features(f.float(), feature_dim) for layer, f in taps.items()}
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..cluster import cluster_fit, connect
+from ..config import RunConfig
 from ..errors import UserError
 from ..tracking.rundir import writable
 
 
-def storage_path(cfg) -> str:
+def storage_path(cfg: RunConfig) -> str:
     return cfg.dist.storage_path or str((Path(cfg.output_dir) / "ray").resolve())
 
 
@@ -24,7 +25,7 @@ def check_storage(path: str) -> None:
         raise UserError(f"storage path {path} is not writable")
 
 
-def check_local(cfg) -> None:
+def check_local(cfg: RunConfig) -> None:
     """What an in-process run cannot honour fails in one line, before anything is written."""
     import torch
 
@@ -40,7 +41,7 @@ def check_local(cfg) -> None:
                         "or --set dist.launcher=ray)")
 
 
-def check_cluster(cfg, data_cpus: float = 0.0) -> None:
+def check_cluster(cfg: RunConfig, data_cpus: float = 0.0) -> None:
     """Fail fast, in one line, if the request cannot run on the cluster. ``data_cpus``: the CPUs each
     worker's streaming pipeline needs beside it (Ray Data hangs, silently, without them)."""
     connect(cfg.dist.address)  # an unreachable address first: then nothing is written

@@ -18,27 +18,28 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from ..components.augment import cut_views
+from ..components.inputs import batch_inputs
 from ..components.distributed import DistContext, dist_context
+from ..config import OptimConfig, RunConfig
 from ..data.source import Source
 from ..errors import UserError
 from ..progress import bar
 from .callbacks import Callback, steps_hooked
 from .checkpoint import rng_state, set_rng_state
-from .prefetch import to_device
+from .prefetch import DeviceGaps, to_device
 
 #: the progress bar's loss is read from the device every this many steps (each read waits for the device)
 SHOW_EVERY = 25
 
 
-def build_optimizer(params, cfg) -> torch.optim.Optimizer:
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     lr = cfg.effective_lr()
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
-def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
+def build_schedule(opt, cfg: OptimConfig, steps_per_epoch: int, epochs: int):
     total = max(1, steps_per_epoch * epochs)
     warm = int(cfg.warmup_epochs * steps_per_epoch)
 
@@ -52,7 +53,7 @@ def build_schedule(opt, cfg, steps_per_epoch: int, epochs: int):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def fit(cfg, method: torch.nn.Module, source: Source, *,
+def fit(cfg: RunConfig, method: torch.nn.Module, source: Source, *,
         ctx: DistContext | None = None, start: dict | None = None,
         callbacks: list[Callback] = (), on_epoch: Callable[[int, dict, dict], None] | None = None,
         on_step: list[Callable] = (), progress: bool = True) -> torch.nn.Module:
@@ -106,16 +107,15 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         steps = bar(range(steps_per_epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                     unit="batch", enabled=progress and ctx.is_main)
         moved = to_device(iter(batches), ctx.device, core.needs, views)
+        gaps = DeviceGaps(ctx.device)
         for step in steps:
             batch = next(moved).wait()  # on the device; the next batch's copy is already under way
+            gaps.start()
             waited += batch.waited  # the wait for data: what a streaming source must keep near zero
             copying += batch.copying
             decoding += batch.decoding
             corrupt += batch.corrupt
-            xs = [v.float().div_(255) for v in batch.views]
-            if not batch.cut:
-                xs = cut_views(xs[0], views)
-            xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+            xs = batch_inputs(batch, views, ctx.device)  # floats in [0, 1], cut, channels-last
             extra = {k: _as_input(t) for k, t in batch.extra.items()}
             opt.zero_grad(set_to_none=True)
             if compiling is not None and compiling.pending:
@@ -127,6 +127,7 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
             opt.step()
             sched.step()
             core.after_step()
+            gaps.end()
             n = len(batch.index_cpu)
             for k, v in out.items():
                 v = v.detach().float() if torch.is_tensor(v) else float(v)
@@ -148,6 +149,9 @@ def fit(cfg, method: torch.nn.Module, source: Source, *,
         metrics.update({"time/data_wait": waited / elapsed, "time/host_to_device": copying / elapsed,
                         "time/decode": decoding / elapsed,
                         "time/step": max(0.0, 1 - (waited + copying + decoding) / elapsed)})
+        idle = gaps.idle_seconds()
+        if idle is not None:  # CUDA: what the device itself lost between steps (see DeviceGaps)
+            metrics["time/device_idle"] = idle / elapsed
         if compiling is not None and compiling.seconds is not None:
             metrics["time/compile_s"] = compiling.seconds
         if not math.isfinite(metrics["loss"]):
@@ -200,7 +204,7 @@ class Compiled:
     step compiles and is timed (``time/compile_s``); a method that cannot compile trains eagerly
     after one line saying why."""
 
-    def __init__(self, model, cfg, say: bool):
+    def __init__(self, model, cfg: RunConfig, say: bool):
         self.eager, self.say, self.name = model, say, cfg.method
         self.mode = cfg.train.compile_mode
         self.model = torch.compile(model, mode=None if self.mode == "default" else self.mode,

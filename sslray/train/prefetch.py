@@ -140,3 +140,36 @@ def _next_on_stream(batches, device, needs, stream, pinned: _Pinned, views=()) -
     out = DeviceBatch(moved[:n], moved[n], moved[n + 1], b.index, b.cut, b.corrupt,
                       dict(zip(needs, moved[n + 2:])), waited, time.perf_counter() - t1, decoding, event)
     return out
+
+
+class DeviceGaps:
+    """On CUDA, the device's idle time between consecutive steps: an event recorded on the training
+    stream where each step starts (after the wait for its batch's copy) and where it ends; the gaps
+    between one step's end and the next one's start are read once, at the epoch's end. The host's
+    time blocked on the source (``time/data_wait``) can pass under queued device work; these gaps
+    are what the device itself lost, to data or to the host. Off CUDA: nothing is recorded."""
+
+    def __init__(self, device: torch.device, event=None):
+        self.on = device.type == "cuda"
+        self.event = event or (lambda: torch.cuda.Event(enable_timing=True))
+        self.marks: list[list] = []
+
+    def start(self) -> None:
+        if self.on:
+            e = self.event()
+            e.record()
+            self.marks.append([e, None])
+
+    def end(self) -> None:
+        if self.on and self.marks:
+            e = self.event()
+            e.record()
+            self.marks[-1][1] = e
+
+    def idle_seconds(self) -> float | None:
+        """Seconds the device idled between this epoch's steps (None off CUDA or under two steps); resets."""
+        marks, self.marks = [m for m in self.marks if m[1] is not None], []
+        if not self.on or len(marks) < 2:
+            return None
+        marks[-1][1].synchronize()
+        return sum(max(0.0, a[1].elapsed_time(b[0])) for a, b in zip(marks, marks[1:])) / 1000

@@ -4,12 +4,13 @@ folder, figures as artifacts, the per-layer table on the console. Used at the en
 
 from __future__ import annotations
 
+from ..config import RunConfig
 from ..eval import evaluate
 from ..table import layer_table
 from ..tracking import RunDir, Tracker
 
 
-def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker,
+def evaluate_and_record(trunk, train, test, cfg: RunConfig, run_dir: RunDir, tracker: Tracker,
                         progress: bool = True) -> dict[str, float]:
     for source in (train, test):  # count what the evaluation's own passes replace, not training's
         getattr(source, "corrupt_seen", []).clear()
@@ -33,7 +34,7 @@ def evaluate_and_record(trunk, train, test, cfg, run_dir: RunDir, tracker: Track
     return result.metrics
 
 
-def record_afterwards(after, cfg, run_dir: RunDir, tracker: Tracker, progress: bool = True) -> dict[str, float]:
+def record_afterwards(after, cfg: RunConfig, run_dir: RunDir, tracker: Tracker, progress: bool = True) -> dict[str, float]:
     """Record what a method adds after training (:class:`~sslray.methods.Afterwards`): its figures,
     its metrics, and a linear probe (``<name>/top1``) on each set of features it returns (e.g. the
     audio subnetwork of audio-visual correspondence on sound classification)."""
@@ -53,7 +54,7 @@ def record_afterwards(after, cfg, run_dir: RunDir, tracker: Tracker, progress: b
     return metrics
 
 
-def evaluate_over_epochs(trunk, train, test, cfg, run_dir: RunDir, tracker: Tracker, final: dict[str, float],
+def evaluate_over_epochs(trunk, train, test, cfg: RunConfig, run_dir: RunDir, tracker: Tracker, final: dict[str, float],
                          progress: bool = True) -> dict[int, dict[str, float]]:
     """Evaluate the trunks kept after each of ``cfg.eval.at_epochs`` (the cheap per-layer protocols
     only: linear probe and kNN) and log ``at_epoch/<key>`` of their per-layer top-1

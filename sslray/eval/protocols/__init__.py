@@ -52,22 +52,22 @@ def get_protocol(name: str) -> type[Protocol]:
     return PROTOCOLS[name]
 
 
-def asked(cfg) -> list[str]:
+def asked(cfg: EvalConfig) -> list[str]:
     """The protocols an evaluation config runs, in the order it names them."""
     return list(DEFAULT if cfg.protocols is None else cfg.protocols)
 
 
-def settings_of(cfg, name: str):
+def settings_of(cfg: EvalConfig, name: str):
     """Protocol ``name``'s typed settings from an evaluation config (its block, defaults filled)."""
     return get_protocol(name).Settings(**cfg.block(name))
 
 
-def build(cfg, name: str) -> Protocol:
+def build(cfg: EvalConfig, name: str) -> Protocol:
     cls = get_protocol(name)
     return cls(cls.Settings(**cfg.block(name)))
 
 
-def over_epochs(cfg):
+def over_epochs(cfg: EvalConfig):
     """The evaluation config of the trunks kept during training: its cheap per-layer protocols only."""
     discover()
     return cfg.model_copy(update={"protocols": [p for p in asked(cfg) if PROTOCOLS[p].over_epochs]})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ...config import EvalConfig
 from ...eval.health import Collapsed, collapse
 from ...eval.monitor import HealthMonitor
 from ...tracking.tags import COLLAPSED_TAG
@@ -13,7 +14,7 @@ class HealthCallback(Callback):
     """``health/std``, ``health/rank``, ``health/alignment``, ``health/uniformity`` of pooled res5
     on a fixed subset (:class:`~sslray.eval.monitor.HealthMonitor`)."""
 
-    def __init__(self, trunk, train, cfg):
+    def __init__(self, trunk, train, cfg: EvalConfig):
         self.trunk, self.monitor = trunk, HealthMonitor(train, cfg)
 
     def on_epoch(self, epoch, logs, state):
@@ -25,7 +26,7 @@ class CollapseRule(Callback):
     tag :data:`~sslray.tracking.tags.COLLAPSED_TAG`; ``why`` holds the epoch's reason (None: healthy).
     ``embed_dim`` is the method's :attr:`~sslray.methods.base.Method.embed_dim`."""
 
-    def __init__(self, method: str, embed_dim: int | None, cfg, tracker):
+    def __init__(self, method: str, embed_dim: int | None, cfg: EvalConfig, tracker):
         self.method, self.embed_dim, self.cfg, self.tracker = method, embed_dim, cfg, tracker
         self.said, self.why = False, None
 

@@ -18,5 +18,6 @@ class TimingLine(Callback):
             return
         print(f"time: data wait {100 * last['time/data_wait']:.1f}%, host to device "
               f"{100 * last['time/host_to_device']:.1f}%, decode on device {100 * last['time/decode']:.1f}%, steps "
-              f"{100 * last['time/step']:.1f}%; "
-              f"{last['train/img_per_s']:.0f} img/s ({last['train/img_per_s_worker']:.0f} per worker)", flush=True)
+              f"{100 * last['time/step']:.1f}%"
+              + (f", device idle between steps {100 * last['time/device_idle']:.1f}%" if "time/device_idle" in last else "")
+              + f"; {last['train/img_per_s']:.0f} img/s ({last['train/img_per_s_worker']:.0f} per worker)", flush=True)
