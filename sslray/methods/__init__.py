@@ -7,30 +7,17 @@ with :func:`register`; nothing else changes. Modules whose name starts with ``_`
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from ..errors import UserError
+from ..registry import Registry
 from .base import Afterwards, DataInfo, Method, Strict
 
-METHODS: dict[str, type[Method]] = {}
-_HELPERS = {"base", "catalogue"}
-
-
-def register(cls: type[Method]) -> type[Method]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a name")
-    if cls.name in METHODS and METHODS[cls.name] is not cls:
-        raise TypeError(f"method {cls.name!r} registered twice")
-    METHODS[cls.name] = cls
-    return cls
+_REGISTRY = Registry("method", __name__, __path__, helpers={"base", "catalogue"})
+METHODS: dict[str, type[Method]] = _REGISTRY.parts
+register = _REGISTRY.register
 
 
 def discover() -> dict[str, type[Method]]:
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_") and mod.name not in _HELPERS:
-            importlib.import_module(f"{__name__}.{mod.name}")
-    return METHODS
+    return _REGISTRY.discover()
 
 
 def get_method(name: str) -> type[Method]:

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 
 from ...errors import UserError
+from ...registry import Registry
 
-COLLECTIONS: dict = {}  # name -> Collection
-_HELPERS = {"base", "registry"}
-
-
-def register(cls):
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a name")
-    if cls.name in COLLECTIONS and type(COLLECTIONS[cls.name]) is not cls:
-        raise TypeError(f"data source {cls.name!r} registered twice")
-    COLLECTIONS[cls.name] = cls()
-    return cls
+_REGISTRY = Registry("data source", __package__, [str(Path(__file__).parent)], helpers={"base", "registry"},
+                     make=lambda cls: cls())
+COLLECTIONS: dict = _REGISTRY.parts  # name -> Collection (an instance of the registered class)
+register = _REGISTRY.register
 
 
 def discover() -> dict:
-    for mod in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if not mod.name.startswith("_") and mod.name not in _HELPERS:
-            importlib.import_module(f"{__package__}.{mod.name}")
-    return COLLECTIONS
+    return _REGISTRY.discover()
 
 
 def names() -> list[str]:

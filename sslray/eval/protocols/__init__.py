@@ -9,40 +9,22 @@ starts with ``_`` are helpers.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from pydantic import ValidationError
 
 from ...config import EvalConfig, validation_message
 from ...errors import UserError
+from ...registry import Registry
 from .base import NoSettings, Protocol, Result, Scan, timed
 
-PROTOCOLS: dict[str, type[Protocol]] = {}
-_HELPERS = {"base"}
-_FOUND = False
+_REGISTRY = Registry("protocol", __name__, __path__, helpers={"base"})
+PROTOCOLS: dict[str, type[Protocol]] = _REGISTRY.parts
+register = _REGISTRY.register
 #: what runs when ``eval.protocols`` is not given
 DEFAULT = ("linear", "knn")
 
 
-def register(cls: type[Protocol]) -> type[Protocol]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a name")
-    if cls.name in PROTOCOLS and PROTOCOLS[cls.name] is not cls:
-        raise TypeError(f"protocol {cls.name!r} registered twice")
-    PROTOCOLS[cls.name] = cls
-    return cls
-
-
 def discover() -> dict[str, type[Protocol]]:
-    """Every protocol module of this package imported (once; results are parsed by the thousand)."""
-    global _FOUND
-    if not _FOUND:
-        for mod in pkgutil.iter_modules(__path__):
-            if not mod.name.startswith("_") and mod.name not in _HELPERS:
-                importlib.import_module(f"{__name__}.{mod.name}")
-        _FOUND = True
-    return PROTOCOLS
+    return _REGISTRY.discover()
 
 
 def get_protocol(name: str) -> type[Protocol]:
