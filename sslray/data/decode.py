@@ -76,13 +76,19 @@ def _jpeg_decoder():
 _DECODE_JPEG = None
 
 
-def _cut_jpeg(data: bytes, boxes, views: list[View]) -> list[np.ndarray] | None:
-    """libjpeg-turbo, then crop and antialiased resize on uint8 tensors: the fastest full-resolution
-    path measured here (about 1.4x PIL's at 224 px); None where no such decoder is installed."""
+def _decode_jpeg(data: bytes):
+    """A JPEG as a uint8 ``(3, H, W)`` tensor by libjpeg-turbo (the decoder found once per process),
+    or None where no such decoder is installed."""
     global _DECODE_JPEG
     if _DECODE_JPEG is None:
         _DECODE_JPEG = _jpeg_decoder() or (lambda data: None)
-    img = _DECODE_JPEG(data)
+    return _DECODE_JPEG(data)
+
+
+def _cut_jpeg(data: bytes, boxes, views: list[View]) -> list[np.ndarray] | None:
+    """libjpeg-turbo, then crop and antialiased resize on uint8 tensors: the fastest full-resolution
+    path measured here (about 1.4x PIL's at 224 px); None where no such decoder is installed."""
+    img = _decode_jpeg(data)
     if img is None:
         return None
     from torchvision.transforms.v2.functional import resized_crop
@@ -132,23 +138,34 @@ def cut_batch(data: list[bytes | None], index: np.ndarray, views: list[View], se
     error goes to ``errors``."""
     n = len(index)
     out = [np.zeros((n, 3, v.size, v.size), np.uint8) for v in views]
-    ok = np.zeros(n, bool)
-    for i in range(n):
+
+    def one(i: int, rng: np.random.Generator) -> None:
+        for arr, cut_view in zip(out, cut(data[i], views, rng)):
+            arr[i] = cut_view
+
+    return out, _each_image(data, index, seed, epoch, one, out, errors)
+
+
+def _each_image(data: list[bytes | None], index: np.ndarray, seed: int, epoch: int, one, filled: list[np.ndarray],
+                errors: list[str] | None) -> np.ndarray:
+    """``one(i, rng)`` for every image of a batch, ``rng`` seeded by ``(seed, epoch, index[i])``; an
+    image that cannot be read or decoded is marked (the returned ``ok`` False, its error in
+    ``errors``) and its rows of every array of ``filled`` become the batch's first readable image's."""
+    ok = np.zeros(len(index), bool)
+    for i in range(len(index)):
         try:
             if data[i] is None:
                 raise OSError("unreadable file")
-            rng = np.random.default_rng([seed, epoch, int(index[i])])
-            for arr, cut_view in zip(out, cut(data[i], views, rng)):
-                arr[i] = cut_view
+            one(i, np.random.default_rng([seed, epoch, int(index[i])]))
             ok[i] = True
         except Exception as e:  # PIL raises many kinds; any failure is the image's, not the run's
             if errors is not None:
                 errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
     good = np.flatnonzero(ok)
     if len(good) and not ok.all():
-        for arr in out:
+        for arr in filled:
             arr[~ok] = arr[good[0]]
-    return out, ok
+    return ok
 
 
 # --- decoding on the training device (data.decode=gpu) ---------------------------------------------
@@ -165,23 +182,12 @@ def box_batch(data: list[bytes | None], index: np.ndarray, views: list[View], se
     ok (N,))``. An image whose header cannot be read is marked (``ok`` False) and given the boxes of
     the batch's first readable image, whose bytes the caller puts in its place (as :func:`cut_batch`
     does)."""
-    n = len(index)
-    boxes = np.zeros((n, len(views), 4), np.int32)
-    ok = np.zeros(n, bool)
-    for i in range(n):
-        try:
-            if data[i] is None:
-                raise OSError("unreadable file")
-            width, height = open_image(data[i]).size
-            boxes[i] = view_boxes(width, height, views, np.random.default_rng([seed, epoch, int(index[i])]))
-            ok[i] = True
-        except Exception as e:
-            if errors is not None:
-                errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
-    good = np.flatnonzero(ok)
-    if len(good) and not ok.all():
-        boxes[~ok] = boxes[good[0]]
-    return boxes, ok
+    boxes = np.zeros((len(index), len(views), 4), np.int32)
+
+    def one(i: int, rng: np.random.Generator) -> None:
+        boxes[i] = view_boxes(*open_image(data[i]).size, views, rng)
+
+    return boxes, _each_image(data, index, seed, epoch, one, [boxes], errors)
 
 
 def _decode_on(encoded: list[bytes], device) -> list:
@@ -212,11 +218,8 @@ def _decode_cpu(data: bytes):
     """The CPU path's full-resolution decode of one image, as a uint8 ``(3, H, W)`` tensor."""
     import torch
 
-    global _DECODE_JPEG
-    if _DECODE_JPEG is None:
-        _DECODE_JPEG = _jpeg_decoder() or (lambda data: None)
     im = open_image(data)
-    img = _DECODE_JPEG(data) if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+    img = _decode_jpeg(data) if im.format == "JPEG" and im.mode in ("RGB", "L") else None
     if img is None:
         img = torch.from_numpy(np.asarray(im.convert("RGB"), np.uint8).transpose(2, 0, 1).copy())
     return img
