@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from sslray.registry import Registry
@@ -39,3 +42,12 @@ def test_a_registry_names_its_parts_refuses_a_second_under_one_name_and_imports_
     assert not any(n.endswith((".base", ".catalogue", "._contrastive")) for n in imported)  # helpers skipped
     # the three registries are this one mechanism
     assert {type(r._REGISTRY) for r in (methods, protocols, sources.registry)} == {Registry}
+
+
+def test_a_result_key_in_a_fresh_process_names_its_protocol_s_own_head():
+    # nothing discovered yet: key() must find the invariance protocol (whose factor/ variant is its
+    # own head) by itself, not fall back to the protocol's name as the head
+    code = ("from sslray.eval.results import key; from sslray.eval.protocols import Result; "
+            "print(key(Result('invariance', 'r2', 0.5, 'conv1', 'factor/hue')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "factor/hue/conv1/r2"

@@ -11,12 +11,12 @@ place of its head (``untuned/res3/top1``, ``factor/hue/res3/r2``) is named by ``
 from __future__ import annotations
 
 from .. import LAYERS
-from .protocols import PROTOCOLS, Result, discover
+from .protocols import Result, discover
 
 
 def key(r: Result) -> str:
     """The MLflow key of a result."""
-    cls = PROTOCOLS.get(r.protocol)
+    cls = discover().get(r.protocol)
     first = r.variant.split("/")[0]
     if cls is not None and first in cls.own_heads:
         parts = [r.variant]
@@ -27,9 +27,8 @@ def key(r: Result) -> str:
 
 def _heads() -> dict[str, tuple[str, bool]]:
     """``{first part of a key: (protocol, is the variant's own head)}``."""
-    discover()
     out = {}
-    for name, cls in PROTOCOLS.items():
+    for name, cls in discover().items():
         out[cls.key_head()] = (name, False)
         for h in cls.own_heads:
             out[h] = (name, True)
@@ -75,7 +74,7 @@ def tables(results: list[Result]) -> dict[str, dict[str, float]]:
     in the order the protocols and variants first appear."""
     out: dict[str, dict[str, float]] = {}
     for r in sorted(results, key=lambda r: bool(r.variant)):  # each protocol's own table before its variants'
-        cls = PROTOCOLS.get(r.protocol)
+        cls = discover().get(r.protocol)
         title = cls.title_of(r.variant) if cls and r.layer and r.metric == "top1" else None
         if title:
             out.setdefault(title, {})[r.layer] = r.value
@@ -85,10 +84,11 @@ def tables(results: list[Result]) -> dict[str, dict[str, float]]:
 def lines(results: list[Result]) -> list[str]:
     """The numbers that belong to no table, one line each (each protocol's ``lines``, in the order
     the protocols registered; the per-layer probes' warnings last)."""
-    order = list(PROTOCOLS)
-    protocols = sorted({r.protocol for r in results if r.protocol in PROTOCOLS},
-                       key=lambda p: (PROTOCOLS[p].over_epochs, order.index(p)))
-    return [line for p in protocols for line in PROTOCOLS[p].lines(results)]
+    known = discover()
+    order = list(known)
+    protocols = sorted({r.protocol for r in results if r.protocol in known},
+                       key=lambda p: (known[p].over_epochs, order.index(p)))
+    return [line for p in protocols for line in known[p].lines(results)]
 
 
 # What the reports read, by what it means (no caller spells a protocol's name or key)
@@ -165,7 +165,8 @@ def retrieval(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
 
 def over_epochs_results(results: list[Result]) -> list[Result]:
     """The per-layer ``top1`` of the protocols run on kept trunks (``at_epoch/...``)."""
-    return [r for r in results if r.protocol in PROTOCOLS and PROTOCOLS[r.protocol].over_epochs
+    known = discover()
+    return [r for r in results if r.protocol in known and known[r.protocol].over_epochs
             and r.metric == "top1" and not r.variant and r.layer]
 
 
