@@ -86,6 +86,23 @@ def test_each_image_is_streamed_once_per_epoch_with_its_index_in_equal_rank_shar
     assert torch.equal(again, epochs[0][: len(again)])  # ... that depends only on (seed, epoch)
 
 
+def test_dino_s_multi_crop_views_are_cut_from_each_original_image_at_their_own_sizes(tree, ray_local):
+    # DINO declares two 32-px global and two 14-px local crops: the stream cuts all four from the
+    # original file, each at its own size, each the image's own crop of (seed, epoch, index)
+    from sslray.methods import get_method
+
+    cls = get_method("dino")
+    views = [v.at(32) for v in cls.views(cls.Settings(local_crops=2), 32)]
+    assert [v.size for v in views] == [32, 32, 14, 14]
+    train, _ = _stream(tree)
+    b = next(iter(train.epoch(0, 64, seed=2, rank=0, world=1, views=views)))
+    assert [tuple(v.shape) for v in b.views] == [(64, 3, 32, 32)] * 2 + [(64, 3, 14, 14)] * 2
+    i = int(b.index[5])
+    own = cut(read_bytes(train.catalogue.locations[i]), views, np.random.default_rng([2, 0, i]))
+    assert all(torch.equal(v[5], torch.from_numpy(o.copy())) for v, o in zip(b.views, own))
+    assert not torch.equal(b.views[0][5], b.views[1][5])  # two global crops, not one twice
+
+
 def test_views_come_from_the_original_resolution(tree, ray_local):
     # a 16-px view of a small central crop keeps detail a 32-px whole image (resized first) has lost
     train, _ = _stream(tree)
