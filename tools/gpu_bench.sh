@@ -30,7 +30,7 @@ $PY -m sslray bench gpu --images 40 --sizes 64,80 --size 64 --batch 4 --steps 2 
 echo "smoke ok $(date +%T)"
 # measured on 2026-12-04 (reports/gpu): ceilings and compiled simclr from memory, streamed simclr, the
 # pipeline and the profile. Still to measure there: device idle (time/device_idle), rotation streamed,
-# sslray's eager steps (against compiled)
+# sslray's eager steps (against compiled), and moco and jigsaw eager and compiled (last, if time is left)
 part 100 --parts stream --methods simclr
 part 100 --parts stream --methods rotation
 part 120 --parts memory --methods simclr,rotation --no-compile
@@ -39,3 +39,12 @@ part 90 --parts pipeline --methods simclr
 part 150 --parts ceiling --methods simclr,rotation
 $PY -m sslray bench gpu --report "$OUT/rows.jsonl" --json "$OUT/gpu.json" > "$OUT/table.txt" 2>&1
 cat "$OUT/table.txt"
+# if device time is left: issue 26's eager-against-compiled for moco and jigsaw (the loop from memory;
+# each compile took about 2 minutes for ResNet-50 on the H200), the table written again after each
+if [ "${EXTRA:-1}" = 1 ]; then
+  part 120 --parts memory --methods moco,jigsaw --no-compile
+  $PY -m sslray bench gpu --report "$OUT/rows.jsonl" --json "$OUT/gpu.json" > "$OUT/table.txt" 2>&1
+  part 300 --parts memory --methods moco,jigsaw
+  $PY -m sslray bench gpu --report "$OUT/rows.jsonl" --json "$OUT/gpu.json" > "$OUT/table.txt" 2>&1
+  cat "$OUT/table.txt"
+fi
