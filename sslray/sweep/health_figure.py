@@ -42,7 +42,22 @@ def health_figure(name: str, rows: list[dict], store, out: Path, label) -> Path 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.4 * len(MEASURES), 3.8), dpi=110)
+    from matplotlib.ticker import MaxNLocator
+
+    # one colour per method, one line style (and marker) per configuration of that method: 15
+    # configurations stay apart where a single colour cycle repeats after ten
+    methods = list(dict.fromkeys(c.split()[0] for c in sorted(curves)))
+    colours = plt.get_cmap("tab10")
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    seen: dict[str, int] = {}
+    look = {}
+    for config in sorted(curves):
+        m = config.split()[0]
+        k = seen.get(m, 0)
+        seen[m] = k + 1
+        look[config] = {"color": colours(methods.index(m) % 10), "linestyle": styles[k % 4][0],
+                        "marker": styles[k % 4][1], "ms": 3.5}
+    fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES) + 3.2, 3.8), dpi=110)
     for ax, (key, title) in zip(axes, MEASURES):
         for config in sorted(curves):
             by_epoch = curves[config].get(key, {})
@@ -50,17 +65,19 @@ def health_figure(name: str, rows: list[dict], store, out: Path, label) -> Path 
             if not xs:
                 continue
             ys = [sum(by_epoch[e]) / len(by_epoch[e]) for e in xs]
-            line, = ax.plot(xs, ys, marker=".", label=config)
+            ax.plot(xs, ys, label=config, **look[config])
             for e in collapsed.get(config, []):
                 if e in by_epoch:
                     ax.plot([e], [sum(by_epoch[e]) / len(by_epoch[e])], marker="x", ms=9, mew=2,
-                            color=line.get_color())
+                            color=look[config]["color"], linestyle="none")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("pretraining epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center right", frameon=False)
     fig.suptitle(f"{name}: representation health per epoch (mean over seeds; x: flagged collapsed)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 3.0 / (4.2 * len(MEASURES) + 3.2), 1))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "health.png"
     fig.savefig(path)
