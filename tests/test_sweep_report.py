@@ -204,3 +204,25 @@ def test_the_floor_and_ceiling_answer_uses_the_seeds_pooled_spread_by_hand():
     done = [row("group", 0.30)]  # one seed: no spread to measure
     assert frame_answer(configurations(done, 0.95), frame, "res4") == \
         "answer (floor and ceiling, res4): no floor or no seeds to measure the spread with"
+
+
+def test_the_against_the_floor_line_agrees_with_the_floor_answer_line():
+    # the interval of group (32.0 ± 5.0) clears a floor of 26.0, but a single floor run given the
+    # seeds' pooled spread (sd 2.0 on 4 df) needs +6.4: the best is "not separable" on both lines
+    from sslray.sweep.report import _against, configurations, frame_answer, frame_spread
+
+    def row(norm, v):
+        return {"method": "simclr", "swept": {"trunk.norm": norm}, "objective": v, "invariances": {}, "knn_top1": {},
+                "transfer": {layer: (v if layer == "res4" else None) for layer in LAYERS}}
+
+    configs = configurations([row("group", v) for v in (0.30, 0.32, 0.34)]
+                             + [row("batch", v) for v in (0.20, 0.22, 0.24)], 0.95)
+    best = configs[0]
+    assert best["objective"].lo > 0.26  # its own interval alone would call it separably above
+    spread = frame_spread(configs, "res4")
+    assert _against(best["objective"], 0.26, 3, spread) == "not separable from it at this budget (+6.0, ±6.4 needed)"
+    assert "configurations separably above the floor: none" in frame_answer(
+        configs, {("random", "floor"): {"res4": 0.26}}, "res4")
+    assert _against(best["objective"], 0.20, 3, spread) == "above it, separably (+12.0, ±6.4 needed)"
+    assert _against(best["objective"], 0.60, 3, spread).startswith("below it, separably (-28.0")
+    assert _against(best["objective"], 0.26) == "above it, separably"  # no seeds to pool: its own interval

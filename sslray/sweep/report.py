@@ -113,10 +113,11 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         print(f"best: {best['method']} {_swept(best['swept'])}  {metric} = {obj.text()}%{seeds}  "
               f"(run {best['runs'][0]['run']})")
         layer = res.objective_layer(metric)
+        spread = frame_spread(configs, layer, study.report.confidence) if layer and seeded else None
         for (m, role), per in frame.items():
             if layer and per.get(layer) is not None:
                 print(f"against the {role} ({m}, {100 * per[layer]:.1f} at {layer}): the best configuration is "
-                      f"{_against(obj, per[layer])}")
+                      f"{_against(obj, per[layer], best['n'], spread)}")
         if layer and seeded:
             print(frame_answer(configs, frame, layer, study.report.confidence))
     def named(c):
@@ -226,15 +227,45 @@ def configurations(done: list[dict], level: float, mode: str = "max") -> list[di
     return out
 
 
-def _against(obj, value: float) -> str:
-    """Where a configuration's interval lies against a floor's or ceiling's single value."""
+def _against(obj, value: float, n: int = 1, spread: tuple[float, float] | None = None) -> str:
+    """Where a configuration's mean of ``n`` seeds lies against a floor's or ceiling's single run.
+    With ``spread`` (:func:`frame_spread`) the single run is given the seeds' pooled sd, as in the
+    floor-and-ceiling answer line, so the two lines never disagree; without it (no seeds to measure
+    a spread), the configuration's own interval against the value."""
     if obj.half is None:
         return "above it (one seed, no interval)" if obj.mean > value else "not above it (one seed, no interval)"
+    if spread is not None:
+        gap, need = obj.mean - value, _need(spread, n)
+        said = f" ({100 * gap:+.1f}, ±{100 * need:.1f} needed)"
+        if abs(gap) <= need:
+            return "not separable from it at this budget" + said
+        return ("above it, separably" if gap > 0 else "below it, separably") + said
     if obj.lo > value:
         return "above it, separably"
     if obj.hi < value:
         return "below it, separably"
     return "not separable from it at this budget"
+
+
+def frame_spread(configs: list[dict], layer: str, level: float = 0.95) -> tuple[float, float] | None:
+    """``(t quantile, pooled sd)`` of the configurations' seeds at ``layer`` (None: no seeds to pool):
+    the spread a floor's or ceiling's single run is given."""
+    import math
+
+    from ..stats import t_quantile
+
+    seeds = [[r["transfer"][layer] for r in c["runs"] if r["transfer"].get(layer) is not None] for c in configs]
+    df = sum(len(v) - 1 for v in seeds if v)
+    if df == 0:
+        return None
+    sd = math.sqrt(sum(sum((x - sum(v) / len(v)) ** 2 for x in v) for v in seeds if v) / df)
+    return t_quantile((1 + level) / 2, df), sd
+
+
+def _need(spread: tuple[float, float], n: int) -> float:
+    """The gap a mean of ``n`` seeds must clear over a single run."""
+    t, sd = spread
+    return t * sd * (1 / n + 1) ** 0.5
 
 
 def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.95) -> str:
@@ -243,21 +274,16 @@ def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.
     taken to be the configurations' (the pooled sd of their seeds at ``layer``, on the pooled
     degrees of freedom): two means differ separably when the gap exceeds the half-width of that
     pooled Student-t interval of their difference (a single run counts as n = 1)."""
-    import math
-
-    from ..stats import t_quantile
-
     floor = next((v.get(layer) for (m, role), v in frame.items() if role == "floor"), None)
     ceiling = next((v.get(layer) for (m, role), v in frame.items() if role == "ceiling"), None)
     seeds = [[r["transfer"][layer] for r in c["runs"] if r["transfer"].get(layer) is not None] for c in configs]
-    df = sum(len(v) - 1 for v in seeds if v)
-    if floor is None or df == 0:
+    spread = frame_spread(configs, layer, level)
+    if floor is None or spread is None:
         return f"answer (floor and ceiling, {layer}): no floor or no seeds to measure the spread with"
-    sd = math.sqrt(sum(sum((x - sum(v) / len(v)) ** 2 for x in v) for v in seeds if v) / df)
-    t = t_quantile((1 + level) / 2, df)
+    sd, df = spread[1], sum(len(v) - 1 for v in seeds if v)
 
-    def need(n: int) -> float:  # the gap a mean of n seeds must clear over a single run
-        return t * sd * math.sqrt(1 / n + 1)
+    def need(n: int) -> float:
+        return _need(spread, n)
 
     parts = []
     if ceiling is not None:
