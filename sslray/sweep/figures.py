@@ -94,6 +94,26 @@ def _pairs(swept: dict, skip: str | None = None) -> list[str]:
     return [f"{k.split('.')[-1]}={_fmt(v)}" for k, v in swept.items() if k != skip and v not in (None, "None")]
 
 
+def variant_styles(labels: list[str]) -> dict[str, dict]:
+    """Matplotlib style per variant label (``"<method> <swept values>"``): one colour per method, a
+    line style and marker per variant of that method, so that 15 variants stay apart where one
+    10-colour cycle repeats."""
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(label.split()[0] if label.split() else "" for label in labels))
+    colours = plt.get_cmap("tab10")
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    seen: dict[str, int] = {}
+    out = {}
+    for label in labels:
+        m = label.split()[0] if label.split() else ""
+        k = seen.get(m, 0)
+        seen[m] = k + 1
+        out[label] = {"color": colours(methods.index(m) % 10), "linestyle": styles[k % 4][0],
+                      "marker": styles[k % 4][1]}
+    return out
+
+
 def _style(ax, ylabel: str) -> None:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -205,8 +225,11 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
             _style(ax, "linear probe top-1 (%)")
             _save(fig, out / "objective_by_variant.png", figures,
                   f"{name}: {layer} against {x_key.split('.')[-1]}, one line per variant")
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=110)
+    many = len(best_of) > 6  # a wider figure, its legend beside the axes
+    fig, ax = plt.subplots(figsize=(9.5, 4.2) if many else (5.5, 3.6), dpi=110)
+    looks = variant_styles(list(best_of))
     for label, best in best_of.items():
+        look = looks[label]
         layers = [layer for layer in LAYERS if best["transfer"][layer] is not None]
         if x_key in best["swept"]:
             label += f" ({x_key.split('.')[-1]}={_fmt(best['swept'][x_key])})"
@@ -215,15 +238,17 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
         if all(layer in band for layer in layers):
             err = [[y - 100 * band[layer][0] for y, layer in zip(ys, layers)],
                    [100 * band[layer][1] - y for y, layer in zip(ys, layers)]]
-            ax.errorbar(layers, ys, yerr=err, marker="o", capsize=3, label=label[:48])
+            ax.errorbar(layers, ys, yerr=err, capsize=3, label=label[:48], ms=4, **look)
         else:
-            ax.plot(layers, ys, marker="o", label=label[:48])
+            ax.plot(layers, ys, label=label[:48], ms=4, **look)
     if frame:
         _frame_lines(ax, frame)
     seeded = any(r.get("band") for r in best_of.values())
     ax.set_title(f"{name}: best {'configuration' if seeded else 'trial'} of each variant, by layer"
                  + ("\n(mean and 95 % interval over seeds)" if seeded else ""), fontsize=9)
     _style(ax, "linear probe top-1 (%)")
+    if many:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     _save(fig, out / "per_layer_best.png", figures)
     transforms = _transforms(rows) if res.draws_invariance(families) else []
     if transforms:  # how well each layer predicts each transform: chance = invariant, 100 % = covariant

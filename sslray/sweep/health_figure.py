@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..tracking.tags import COLLAPSED_TAG
+from .figures import variant_styles
 
 MEASURES = (("health/std", "embedding std (1 = spread, 0 = collapsed)"),
             ("health/rank", "effective rank (RankMe)"),
@@ -44,19 +45,7 @@ def health_figure(name: str, rows: list[dict], store, out: Path, label) -> Path 
 
     from matplotlib.ticker import MaxNLocator
 
-    # one colour per method, one line style (and marker) per configuration of that method: 15
-    # configurations stay apart where a single colour cycle repeats after ten
-    methods = list(dict.fromkeys(c.split()[0] for c in sorted(curves)))
-    colours = plt.get_cmap("tab10")
-    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
-    seen: dict[str, int] = {}
-    look = {}
-    for config in sorted(curves):
-        m = config.split()[0]
-        k = seen.get(m, 0)
-        seen[m] = k + 1
-        look[config] = {"color": colours(methods.index(m) % 10), "linestyle": styles[k % 4][0],
-                        "marker": styles[k % 4][1], "ms": 3.5}
+    look = {c: {**v, "ms": 3.5} for c, v in variant_styles(sorted(curves)).items()}
     fig, axes = plt.subplots(1, len(MEASURES), figsize=(4.2 * len(MEASURES) + 3.2, 3.8), dpi=110)
     for ax, (key, title) in zip(axes, MEASURES):
         for config in sorted(curves):
