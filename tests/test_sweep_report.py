@@ -226,3 +226,25 @@ def test_the_against_the_floor_line_agrees_with_the_floor_answer_line():
     assert _against(best["objective"], 0.20, 3, spread) == "above it, separably (+12.0, ±6.4 needed)"
     assert _against(best["objective"], 0.60, 3, spread).startswith("below it, separably (-28.0")
     assert _against(best["objective"], 0.26) == "above it, separably"  # no seeds to pool: its own interval
+
+
+def test_a_swept_number_spanning_8x_goes_on_a_log_axis_ticked_at_its_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sslray.sweep.figures import _x_scale
+
+    def scale(xs):
+        fig, ax = plt.subplots()
+        ax.plot(xs, [1] * len(xs))
+        _x_scale(ax, xs)
+        got = (ax.get_xscale(), getattr(ax.xaxis.get_transform(), "base", None),
+               [t.get_text() for t in ax.get_xticklabels()])
+        plt.close(fig)
+        return got
+
+    assert scale([32, 128, 512]) == ("log", 2, ["32", "128", "512"])
+    assert scale([0.07, 0.2, 1.0]) == ("log", 10, ["0.07", "0.2", "1"])
+    assert scale([0.1, 0.5])[0] == "linear"  # 5x: left linear

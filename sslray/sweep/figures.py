@@ -157,6 +157,19 @@ def _frame_lines(ax, frame: dict, layer: str | None = None) -> None:
         ax.set_ylim(bottom, top)
 
 
+def _x_scale(ax, xs: list) -> None:
+    """A swept number spanning 8x or more (batch 32 ... 512, K 16 ... 4,096) on a log axis, base 2
+    when every value is a power of two, ticked at the values themselves."""
+    if not xs or min(xs) <= 0 or max(xs) / min(xs) < 8:
+        return
+    pow2 = all(float(v).is_integer() and int(v) & (int(v) - 1) == 0 for v in xs)
+    ax.set_xscale("log", base=2 if pow2 else 10)
+    values = sorted(set(xs))
+    if len(values) <= 8:
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
+
+
 def _xtick(value) -> str:
     """A swept value as a tick: a source named ``latest:supervised?label_noise=0.5`` by its query."""
     text = str(value)
@@ -193,8 +206,8 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                 if all(bands):
                     ax.fill_between(xv if numeric else range(len(xv)), [100 * b[0] for b in bands],
                                     [100 * b[1] for b in bands], color=line.get_color(), alpha=0.08, lw=0)
-            if numeric and xs and min(xs) > 0 and max(xs) / min(xs) > 20:
-                ax.set_xscale("log")
+            if numeric:
+                _x_scale(ax, xs)
             if frame and res.objective_layer(metric):
                 _frame_lines(ax, frame, res.objective_layer(metric))
             ax.set_title(f"{method}", fontsize=9)
@@ -218,6 +231,9 @@ def _plots(name: str, rows: list[dict], x_key: str | None, out: Path,
                                 yerr=[[100 * (rs[i]["transfer"][layer] - b[0]) for i, b in zip(order, bands)],
                                       [100 * (b[1] - rs[i]["transfer"][layer]) for i, b in zip(order, bands)]],
                                 fmt="none", ecolor=line.get_color(), capsize=3, lw=1)
+            swept = [r["swept"][x_key] for r in rows if x_key in r["swept"]]
+            if swept and all(isinstance(v, (int, float)) for v in swept):
+                _x_scale(ax, swept)
             if frame:
                 _frame_lines(ax, frame, layer)
             ax.set_xlabel(x_key.split(".")[-1])
