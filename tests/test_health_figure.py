@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
-from sslray.sweep.health_figure import health_curves, health_figure
+from sslray.sweep.health_figure import collapse_lines, health_curves, health_figure
 from sslray.tracking.tags import COLLAPSED_TAG
 
 
@@ -33,3 +33,12 @@ def test_the_figure_is_drawn_and_none_without_health_measures(tmp_path):
     empty = NS(history=lambda run, key: [])
     assert health_figure("nn", ROWS, empty, tmp_path / "none", lambda r: r["method"]) is None
     assert not (tmp_path / "none").exists()
+
+
+def test_the_report_says_which_configurations_collapsed_in_how_many_seeds_and_when():
+    rows = ROWS + [{"run": "b1", "method": "simsiam-nosg",
+                    "tags": {COLLAPSED_TAG: "epoch 1: std of the normalised 256-d embeddings 0.003 x sqrt(256) = 0.05"}},
+                   {"run": "b2", "method": "simsiam-nosg", "tags": {}}]
+    assert collapse_lines(rows, lambda r: r["method"]) == [
+        "collapsed: simsiam-nosg: 2 of 3 seeds, epoch 1, 2 (embedding std and rank)"]
+    assert collapse_lines(ROWS[:2], lambda r: r["method"]) == []

@@ -33,6 +33,28 @@ def health_curves(rows: list[dict], store, label) -> tuple[dict, dict]:
     return curves, collapsed
 
 
+def collapse_lines(rows: list[dict], label) -> list[str]:
+    """One report line per configuration with a run flagged collapsed: how many of its seeds, at which
+    epochs, on which rule (``collapsed: byol ema=0 predictor=False: 3 of 3 seeds, epoch 1 (embedding
+    std)``). What the figure's crosses show, in words."""
+    seeds: dict[str, int] = {}
+    flagged: dict[str, list[tuple[int, str]]] = {}
+    for r in rows:
+        name = label(r)
+        seeds[name] = seeds.get(name, 0) + 1
+        tag = r.get("tags", {}).get(COLLAPSED_TAG, "")
+        if tag.startswith("epoch "):  # "epoch 3: rank 1.02 below 1.5" / "epoch 1: std of the normalised ..."
+            head, _, rule = tag.partition(":")
+            flagged.setdefault(name, []).append((int(head.split()[1]), "rank" if rule.strip().startswith("rank")
+                                                 else "embedding std"))
+    out = []
+    for name, hits in flagged.items():
+        epochs = ", ".join(str(e) for e in sorted({e for e, _ in hits}))
+        rules = " and ".join(sorted({r for _, r in hits}))
+        out.append(f"collapsed: {name}: {len(hits)} of {seeds[name]} seeds, epoch {epochs} ({rules})")
+    return out
+
+
 def health_figure(name: str, rows: list[dict], store, out: Path, label) -> Path | None:
     """Draw ``out/health.png`` (None when no run logged a health measure)."""
     curves, collapsed = health_curves(rows, store, label)

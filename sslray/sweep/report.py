@@ -22,7 +22,7 @@ from ..tracking import Store, store_exists, tracking_uri
 from ..tracking.ui import compare_url, runs_url, ui_url
 from .stops import Stop, StopReason
 from .figures import _group, _over_epochs, _pairs, _plots, _transforms
-from .health_figure import health_figure
+from .health_figure import collapse_lines, health_figure
 from .shares import print_shares, shares_figure
 from .study import STUDY_ARTIFACT, Study, param_name
 
@@ -147,8 +147,10 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
     if any(res.is_at_epoch(k) for r in children for k in r.data.metrics):
         figures.append(_over_epochs(name, children, store, out, study.report.confidence))
     tags = {r.info.run_id: r.data.tags for r in children}  # health per epoch, collapsed runs marked
-    health = health_figure(name, [{**r, "tags": tags.get(r["run"], {})} for r in rows], store, out,
-                           lambda r: _group(r, None))
+    tagged = [{**r, "tags": tags.get(r["run"], {})} for r in rows]
+    for line in collapse_lines(tagged, lambda r: _group(r, None)):
+        print(line)
+    health = health_figure(name, tagged, store, out, lambda r: _group(r, None))
     figures += [health] if health else []
     for f in figures:
         store.log_artifact(parent.info.run_id, f, "report")
