@@ -298,7 +298,7 @@ def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.
              and c["intervals"][layer].mean - floor > need(len(v))]
     best = next(((c, v) for c, v in zip(configs, seeds) if v), None)
     parts.append("configurations separably above the floor: " + (", ".join(above) if above else "none") +
-                 ("" if above or best is None else f" (best {best[0]['method']} {_swept(best[0]['swept'])} "
+                 ("" if above or best is None else f" (best {(best[0]['method'] + ' ' + _swept(best[0]['swept'])).strip()} "
                   f"{100 * (best[0]['intervals'][layer].mean - floor):+.1f}, ±{100 * need(len(best[1])):.1f} needed)"))
     return (f"answer (floor and ceiling, {layer}): " + "; ".join(parts) +
             f" ({round(100 * level)} %, their spread taken as the seeds' pooled sd {100 * sd:.1f} on {df} df)")
