@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace as NS
 
+from sslray.eval.health import collapse
 from sslray.sweep.health_figure import collapse_lines, health_curves, health_figure
 from sslray.tracking.tags import COLLAPSED_TAG
 
@@ -18,7 +19,8 @@ def _store():
 
 
 ROWS = [{"run": "a0", "method": "simsiam", "tags": {}}, {"run": "a1", "method": "simsiam", "tags": {}},
-        {"run": "b0", "method": "simsiam-nosg", "tags": {COLLAPSED_TAG: "epoch 2: rank 0.1 below 1.5"}}]
+        {"run": "b0", "method": "simsiam-nosg",
+         "tags": {COLLAPSED_TAG: f"epoch 2: {collapse({'health/rank': 0.1}, None, 1.5, 0.1)}"}}]  # as the run writes it
 
 
 def test_seeds_of_a_configuration_are_averaged_per_epoch_and_collapses_kept_with_their_epoch():
@@ -37,7 +39,7 @@ def test_the_figure_is_drawn_and_none_without_health_measures(tmp_path):
 
 def test_the_report_says_which_configurations_collapsed_in_how_many_seeds_and_when():
     rows = ROWS + [{"run": "b1", "method": "simsiam-nosg",
-                    "tags": {COLLAPSED_TAG: "epoch 1: std of the normalised 256-d embeddings 0.003 x sqrt(256) = 0.05"}},
+                    "tags": {COLLAPSED_TAG: f"epoch 1: {collapse({'train/embed_std': 0.003}, 256, 1.5, 0.1)}"}},
                    {"run": "b2", "method": "simsiam-nosg", "tags": {}}]
     assert collapse_lines(rows, lambda r: r["method"]) == [
         "collapsed: simsiam-nosg: 2 of 3 seeds, epoch 1, 2 (embedding std and rank)"]

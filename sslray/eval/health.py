@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..tracking.tags import COLLAPSE_RANK_REASON
+
 
 class Collapsed(FloatingPointError):
     """A run whose representation collapsed, ended because ``eval.stop_on_collapse`` asks it to:
@@ -58,7 +60,7 @@ def collapse(metrics: dict[str, float], embed_dim: int | None, min_rank: float, 
     """A one-line reason when the epoch's ``metrics`` show a collapse, else None."""
     rank = metrics.get("health/rank")
     if rank is not None and rank < min_rank:
-        return f"effective rank of pooled res5 features {rank:.2f} < eval.collapse_rank={min_rank:g}"
+        return f"{COLLAPSE_RANK_REASON} {rank:.2f} < eval.collapse_rank={min_rank:g}"
     std = metrics.get("train/embed_std")
     if std is not None and embed_dim and std * math.sqrt(embed_dim) < min_std:
         return (f"std of the normalised {embed_dim}-d embeddings {std:.4f} x sqrt({embed_dim}) = "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..tracking.tags import COLLAPSED_TAG
+from ..tracking.tags import COLLAPSED_TAG, collapse_of
 from .figures import variant_styles
 
 MEASURES = (("health/std", "embedding std (1 = spread, 0 = collapsed)"),
@@ -27,9 +27,9 @@ def health_curves(rows: list[dict], store, label) -> tuple[dict, dict]:
         for key, _ in MEASURES:
             for m in store.history(r["run"], key):
                 curves.setdefault(name, {}).setdefault(key, {}).setdefault(m.step + 1, []).append(m.value)
-        tag = r.get("tags", {}).get(COLLAPSED_TAG, "")
-        if tag.startswith("epoch "):  # "epoch 3: rank 1.02 below 1.5"
-            collapsed.setdefault(name, []).append(int(tag.split(":")[0].split()[1]))
+        hit = collapse_of(r.get("tags", {}).get(COLLAPSED_TAG, ""))
+        if hit:
+            collapsed.setdefault(name, []).append(hit[0])
     return curves, collapsed
 
 
@@ -42,11 +42,9 @@ def collapse_lines(rows: list[dict], label) -> list[str]:
     for r in rows:
         name = label(r)
         seeds[name] = seeds.get(name, 0) + 1
-        tag = r.get("tags", {}).get(COLLAPSED_TAG, "")
-        if tag.startswith("epoch "):  # "epoch 3: rank 1.02 below 1.5" / "epoch 1: std of the normalised ..."
-            head, _, rule = tag.partition(":")
-            flagged.setdefault(name, []).append((int(head.split()[1]), "rank" if rule.strip().startswith("rank")
-                                                 else "embedding std"))
+        hit = collapse_of(r.get("tags", {}).get(COLLAPSED_TAG, ""))
+        if hit:
+            flagged.setdefault(name, []).append(hit)
     out = []
     for name, hits in flagged.items():
         epochs = ", ".join(str(e) for e in sorted({e for e, _ in hits}))

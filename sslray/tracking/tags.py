@@ -20,7 +20,9 @@ METHOD_TAG = "sslray.method"
 DATA_TAG = "sslray.data"
 RUN_DIR_TAG = "sslray.run_dir"
 SOURCE_RUN_TAG = "sslray.source_run"  # ClusterFit, Distill, Pretrained: the folder of the source run
-COLLAPSED_TAG = "sslray.collapsed"  # the epoch and rule of a representation collapse
+COLLAPSED_TAG = "sslray.collapsed"  # "epoch <N>: <reason>": the epoch and rule of a representation collapse
+#: how a rank collapse's reason begins (:func:`sslray.eval.health.collapse` writes the reasons)
+COLLAPSE_RANK_REASON = "effective rank of pooled res5 features"
 DATA_CORRUPT_TAG = "sslray.data.corrupt_first"  # the first unreadable training images a source replaced
 GROUP_TAG = "sslray.group"  # one configuration's runs over seeds
 SEEDS_TAG = "sslray.seeds"
@@ -46,3 +48,12 @@ def baseline_run_tag(role: str) -> str:
 def tag_is(tag: str, value: str) -> str:
     """An MLflow search filter: runs whose ``tag`` is ``value``."""
     return f"tags.`{tag}` = '{value}'"
+
+
+def collapse_of(tag: str) -> tuple[int, str] | None:
+    """``(epoch, rule)`` of a :data:`COLLAPSED_TAG` value, the rule ``rank`` or ``embedding std``;
+    None for no collapse."""
+    if not tag.startswith("epoch "):
+        return None
+    head, _, reason = tag.partition(":")
+    return int(head.split()[1]), "rank" if reason.strip().startswith(COLLAPSE_RANK_REASON) else "embedding std"
