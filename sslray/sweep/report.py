@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import LAYERS
 from ..errors import UserError
@@ -121,7 +122,7 @@ def report(name: str, out_dir: str = "reports", uri: str | None = None) -> dict:
         if layer and seeded:
             print(frame_answer(configs, frame, layer, study.report.confidence))
     def named(c):
-        return f"{c['method']} {_swept(c['swept'])}".strip(), c["objective"]
+        return _label(c), c["objective"]
 
     if len(configs) > 1:
         print(f"answer ({metric}): " + separability(named(configs[0]), named(configs[1]), mode))
@@ -229,7 +230,7 @@ def configurations(done: list[dict], level: float, mode: str = "max") -> list[di
     return out
 
 
-def _against(obj, value: float, n: int = 1, spread: tuple[float, float] | None = None) -> str:
+def _against(obj, value: float, n: int = 1, spread: Spread | None = None) -> str:
     """Where a configuration's mean of ``n`` seeds lies against a floor's or ceiling's single run.
     With ``spread`` (:func:`frame_spread`) the single run is given the seeds' pooled sd, as in the
     floor-and-ceiling answer line, so the two lines never disagree; without it (no seeds to measure
@@ -237,7 +238,7 @@ def _against(obj, value: float, n: int = 1, spread: tuple[float, float] | None =
     if obj.half is None:
         return "above it (one seed, no interval)" if obj.mean > value else "not above it (one seed, no interval)"
     if spread is not None:
-        gap, need = obj.mean - value, _need(spread, n)
+        gap, need = obj.mean - value, spread.need(n)
         said = f" ({100 * gap:+.1f}, ±{100 * need:.1f} needed)"
         if abs(gap) <= need:
             return "not separable from it at this budget" + said
@@ -249,9 +250,20 @@ def _against(obj, value: float, n: int = 1, spread: tuple[float, float] | None =
     return "not separable from it at this budget"
 
 
-def frame_spread(configs: list[dict], layer: str, level: float = 0.95) -> tuple[float, float] | None:
-    """``(t quantile, pooled sd)`` of the configurations' seeds at ``layer`` (None: no seeds to pool):
-    the spread a floor's or ceiling's single run is given."""
+class Spread(NamedTuple):
+    """The spread a floor's or ceiling's single run is given: the configurations' pooled sd of their
+    seeds at one layer, on ``df`` degrees of freedom, with its Student-t quantile ``t``."""
+    t: float
+    sd: float
+    df: int
+
+    def need(self, n: int) -> float:
+        """The gap a mean of ``n`` seeds must clear over a single run."""
+        return self.t * self.sd * (1 / n + 1) ** 0.5
+
+
+def frame_spread(configs: list[dict], layer: str, level: float = 0.95) -> Spread | None:
+    """The :class:`Spread` of the configurations' seeds at ``layer`` (None: no seeds to pool)."""
     import math
 
     from ..stats import t_quantile
@@ -261,13 +273,7 @@ def frame_spread(configs: list[dict], layer: str, level: float = 0.95) -> tuple[
     if df == 0:
         return None
     sd = math.sqrt(sum(sum((x - sum(v) / len(v)) ** 2 for x in v) for v in seeds if v) / df)
-    return t_quantile((1 + level) / 2, df), sd
-
-
-def _need(spread: tuple[float, float], n: int) -> float:
-    """The gap a mean of ``n`` seeds must clear over a single run."""
-    t, sd = spread
-    return t * sd * (1 / n + 1) ** 0.5
+    return Spread(t_quantile((1 + level) / 2, df), sd, df)
 
 
 def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.95) -> str:
@@ -282,10 +288,7 @@ def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.
     spread = frame_spread(configs, layer, level)
     if floor is None or spread is None:
         return f"answer (floor and ceiling, {layer}): no floor or no seeds to measure the spread with"
-    sd, df = spread[1], sum(len(v) - 1 for v in seeds if v)
-
-    def need(n: int) -> float:
-        return _need(spread, n)
+    need = spread.need
 
     parts = []
     if ceiling is not None:
@@ -293,15 +296,21 @@ def frame_answer(configs: list[dict], frame: dict, layer: str, level: float = 0.
         parts.append(f"the ceiling is {100 * gap:+.1f} points from the floor ({100 * ceiling:.1f} against "
                      f"{100 * floor:.1f}, one run each; ±{100 * need(1):.1f} needed): "
                      + ("separably above it" if gap > need(1) else "not separable at this budget"))
-    above = [f"{c['method']} {_swept(c['swept'])}".strip() + f" ({100 * (c['intervals'][layer].mean - floor):+.1f})"
+    above = [_label(c) + f" ({100 * (c['intervals'][layer].mean - floor):+.1f})"
              for c, v in zip(configs, seeds) if v and c["method"] not in ("random", "supervised")
              and c["intervals"][layer].mean - floor > need(len(v))]
     best = next(((c, v) for c, v in zip(configs, seeds) if v), None)
     parts.append("configurations separably above the floor: " + (", ".join(above) if above else "none") +
-                 ("" if above or best is None else f" (best {(best[0]['method'] + ' ' + _swept(best[0]['swept'])).strip()} "
+                 ("" if above or best is None else f" (best {_label(best[0])} "
                   f"{100 * (best[0]['intervals'][layer].mean - floor):+.1f}, ±{100 * need(len(best[1])):.1f} needed)"))
     return (f"answer (floor and ceiling, {layer}): " + "; ".join(parts) +
-            f" ({round(100 * level)} %, their spread taken as the seeds' pooled sd {100 * sd:.1f} on {df} df)")
+            f" ({round(100 * level)} %, their spread taken as the seeds' pooled sd {100 * spread.sd:.1f} on "
+            f"{spread.df} df)")
+
+
+def _label(config: dict) -> str:
+    """A configuration by its method and swept values (``simclr norm=group``; ``barlow``)."""
+    return f"{config['method']} {_swept(config['swept'])}".strip()
 
 
 def _swept(swept: dict) -> str:
