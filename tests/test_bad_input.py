@@ -433,6 +433,12 @@ CASES = [
      "eval.knn.k: Input should be greater than 0 (got 0)"),
     ("i25 unknown transform", None, ["train", "--method", "rotation", "--set", "eval.invariance.transforms=[blur]"],
      "eval.invariance.transforms: unknown transform(s) 'blur'"),
+    # ---- bench gpu's methods (issue 26): any registered method for the loop, the ceilings for their two
+    ("bench gpu ceiling of a method without one", None,
+     ["bench", "gpu", "--cpu", "--parts", "ceiling", "--methods", "moco"],
+     "bench gpu: the ceiling part takes simclr and rotation"),
+    ("bench gpu unknown method", None, ["bench", "gpu", "--cpu", "--parts", "memory", "--methods", "simclr,nope"],
+     "unknown method 'nope'"),
 ]
 
 
