@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -97,3 +99,36 @@ def test_bad_data_names_the_path(tmp_path, case):
     assert expected in msg
     if case == "corrupt":
         assert "001.png" in msg
+
+
+def _make_slowly(path, marks):
+    """A process that wants ``path`` from the cache; its maker leaves a mark and takes its time."""
+    import time
+
+    from sslray.data.cache import cached
+
+    def make():
+        (marks / f"{os.getpid()}").touch()
+        time.sleep(0.5)
+        return {"x": np.arange(5)}
+
+    assert cached(path, make)["x"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_processes_wanting_the_same_missing_cache_file_make_it_once(tmp_path):
+    """On a fresh machine a study's first runs start together: one generates the data, the others
+    wait on the cache's lock and read what it wrote (each used to generate it all again)."""
+    import multiprocessing as mp
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_make_slowly, args=(tmp_path / "a.npz", marks)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert len(list(marks.iterdir())) == 1
+    assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2, 3, 4]
+    assert not list(tmp_path.glob(".*.tmp.npz"))  # no half-written file left behind

@@ -21,8 +21,11 @@ def test_clips_are_deterministic_by_seed_and_split_and_shaped_as_documented(many
     assert video.shape == (120, 16, 3, 32, 32) and video.dtype == np.uint8
     assert audio.shape == (120, 16 // FPS * SAMPLE_RATE) and labels.shape == (120,)
     assert f["x"].shape == f["phase"].shape == (120, 16) and f["hue"].shape == (120,)
-    again = generate_clips(120, frames=16, size=32, seed=3)
+    again = generate_clips(120, frames=16, size=32, seed=3, threads=1)  # one frame after another
     assert np.array_equal(video, again[0]) and np.array_equal(audio, again[2])
+    assert all(np.array_equal(f[k], again[3][k]) for k in f if k != "onsets")
+    threaded = generate_clips(120, frames=16, size=32, seed=3, threads=5)
+    assert np.array_equal(video, threaded[0]) and np.array_equal(audio, threaded[2])
     other = generate_clips(120, frames=16, size=32, seed=3, split="test")
     assert not np.array_equal(video, other[0])
     assert (np.abs(np.diff(f["x"], axis=1)) > 0).any()  # things move

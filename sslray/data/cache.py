@@ -3,8 +3,10 @@ written atomically, named by a fingerprint of what they were made from."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,24 @@ def save_npz(path: Path, **arrays) -> None:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{os.urandom(4).hex()}.tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+
+
+def cached(path: Path, make: Callable[[], Mapping[str, np.ndarray]]) -> Mapping[str, np.ndarray]:
+    """The arrays of the cache file ``path``: read when it is there, else made by ``make()`` and saved.
+    One process makes a file while every other that wants it waits on a lock beside it, then reads it:
+    on a fresh machine a study's first runs, starting together, generate its data once, not once each
+    (the lock is the kernel's, so it goes with a process that dies)."""
+    if not path.exists():
+        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not path.exists():
+                    arrays = make()
+                    save_npz(path, **arrays)
+                    return arrays
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    return np.load(path)
 
 
 def fingerprint(*parts) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cache import cache_dir, save_npz
+from .cache import cache_dir, cached
 from .imageset import ImageSet, check_memory
 from .source import Batch, MemorySource, Pending, epoch_order, rank_slices
 from .video import CLASSES, FPS, SAMPLE_RATE, generate_clips
@@ -62,16 +62,15 @@ def clip_set(video: np.ndarray, labels: np.ndarray, audio: np.ndarray, factors: 
 
 def load_clips(split: str, seed: int, size: int, n: int, frames: int) -> ClipSet:
     """``n`` generated clips of ``frames`` frames at ``size`` px, cached in the data cache."""
-    path = cache_dir() / f"clips-v1-seed{seed}-{split}-{n}-{frames}f-{size}px.npz"
-    if path.exists():
-        z = np.load(path)
-        video, labels, audio = z["frames"], z["labels"], z["audio"]
-        factors = {k: z[f"factor_{k}"] for k in _PER_CLIP + _PER_FRAME}
-    else:
+    def make():
         check_memory(n * frames, size, f"synthetic_video {split} clips")
         video, labels, audio, factors = generate_clips(n, frames, size, seed, split)
-        factors = {k: factors[k] for k in _PER_CLIP + _PER_FRAME}
-        save_npz(path, frames=video, labels=labels, audio=audio, **{f"factor_{k}": v for k, v in factors.items()})
+        return dict(frames=video, labels=labels, audio=audio, **{f"factor_{k}": factors[k]
+                                                                  for k in _PER_CLIP + _PER_FRAME})
+
+    z = cached(cache_dir() / f"clips-v1-seed{seed}-{split}-{n}-{frames}f-{size}px.npz", make)
+    video, labels, audio = z["frames"], z["labels"], z["audio"]
+    factors = {k: z[f"factor_{k}"] for k in _PER_CLIP + _PER_FRAME}
     return clip_set(video, labels, audio, factors, split)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from ..errors import UserError
 from ..progress import bar
-from .cache import cache_dir, fingerprint, save_npz
+from .cache import cache_dir, cached, fingerprint
 from .catalogue import FileTree, folder_catalogue
 from .decode import MAX_PIXELS
 from .imageset import ImageSet, check_memory
@@ -45,15 +45,14 @@ def _decode(path: str, size: int) -> np.ndarray:
 def decode_catalogue(cat, size: int) -> ImageSet:
     """Every image of a catalogue decoded once (resized, centre-cropped) into memory, cached."""
     key = fingerprint(cat.stamp(), size, len(cat))
-    path = cache_dir() / f"folder-{key}.npz"
-    if path.exists():
-        images = np.load(path)["images"]
-    else:
+    def make():
         check_memory(len(cat), size, f"{cat.name} {cat.split} split")
         images = np.empty((len(cat), 3, size, size), np.uint8)
         for i, f in enumerate(bar(cat.locations, min_items=2000, desc=f"decode {cat.name}/{cat.split}", unit="img")):
             images[i] = _decode(f, size)
-        save_npz(path, images=images)
+        return {"images": images}
+
+    images = cached(cache_dir() / f"folder-{key}.npz", make)["images"]
     return ImageSet(torch.from_numpy(images), torch.from_numpy(cat.labels), cat.classes, cat.name, cat.split)
 
 

@@ -19,6 +19,8 @@ Sound becomes log-mel spectrograms with ``torch.stft`` and a triangular mel filt
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -101,10 +103,13 @@ def _sound(rng: np.random.Generator, labels: np.ndarray, times: list[np.ndarray]
     return wave.astype(np.float32), noise_level.astype(np.float32)
 
 
-def generate_clips(n: int, frames: int = 16, size: int = 32, seed: int = 0, split: str = "train"):
+def generate_clips(n: int, frames: int = 16, size: int = 32, seed: int = 0, split: str = "train",
+                   threads: int | None = None):
     """``n`` clips, deterministic in ``(seed, split)``: ``(frames uint8 (N, T, 3, S, S), labels int64
     (N,), audio float32 (N, T / FPS * SAMPLE_RATE), factors)``; ``factors`` maps per-clip names to
-    (N,) arrays, per-frame names to (N, T) arrays, and ``onsets`` to a list of per-clip times (s)."""
+    (N,) arrays, per-frame names to (N, T) arrays, and ``onsets`` to a list of per-clip times (s).
+    ``threads`` render frames side by side (default: the CPUs this process may use); the bytes do
+    not depend on it."""
     if frames < 1 or size < 8:
         raise ValueError("a clip needs at least one frame of at least 8 px")
     rng = np.random.default_rng([seed, _SPLIT_STREAM[split], 0x5552])
@@ -116,13 +121,22 @@ def generate_clips(n: int, frames: int = 16, size: int = 32, seed: int = 0, spli
     bg_hue = (clip["bg_hue"][:, None] + 0.03 * drift) % 1.0  # the background drifts slowly
     light = np.clip(clip["light"][:, None] + 0.1 * drift, 0, 0.7)
     video = np.empty((n, frames, 3, size, size), np.uint8)
-    for t in range(frames):
+
+    def frame(t: int) -> None:  # frames are independent: each writes its own video[:, t]
         f = {**clip, "x": m["x"][:, t], "y": m["y"][:, t], "scale": m["scale"][:, t], "angle": m["angle"][:, t],
              "bg_hue": bg_hue[:, t], "light": light[:, t]}
         video[:, t] = _render(f, np.random.default_rng(0), size)
         _limb(video, m, t, clip["hue"], size)
-    times = onsets(m["phase"])
-    audio, noise = _sound(rng, clip["label"], times, int(round(frames / FPS * SAMPLE_RATE)))
+
+    # numpy's array work releases the GIL, so threads render the frames (and make the sound) side by
+    # side: 5,000 clips of 16 frames at 32 px took 21 s one after another and 11 s on 2 cores here
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max(1, min(frames, threads))) as pool:
+        times = onsets(m["phase"])  # the sound is the only user of ``rng`` from here on
+        sound = pool.submit(_sound, rng, clip["label"], times, int(round(frames / FPS * SAMPLE_RATE)))
+        list(pool.map(frame, range(frames)))
+        audio, noise = sound.result()
     factors = {k: clip[k].astype(np.float32) for k in ("hue", "texture")}
     factors.update(bg_hue=bg_hue.astype(np.float32), light=light.astype(np.float32), noise=noise, onsets=times)
     factors.update({k: m[k].astype(np.float32) for k in ("x", "y", "scale", "angle", "phase", "limb_angle")})

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from functools import partial
 
-import numpy as np
 import torch
 
 from .. import synthetic
-from ..cache import cache_dir, save_npz
+from ..cache import cache_dir, cached
 from ..imageset import ImageSet, check_memory
 from ..source import MemorySource, Pending
 from . import register
@@ -19,15 +18,14 @@ SIZES = {"train": 10_000, "test": 2_000}
 
 
 def load_synthetic(split: str, seed: int, size: int, n: int) -> ImageSet:
-    path = cache_dir() / f"synthetic-v1-seed{seed}-{split}-{n}-{size}px.npz"
-    if path.exists():
-        z = np.load(path)
-        images, labels = z["images"], z["labels"]
-        factors = {k: z[f"factor_{k}"] for k in synthetic.FACTORS}
-    else:
+    def make():
         check_memory(n, size, f"synthetic {split} data")
         images, labels, factors = synthetic.generate(n, seed, split, size)
-        save_npz(path, images=images, labels=labels, **{f"factor_{k}": v for k, v in factors.items()})
+        return dict(images=images, labels=labels, **{f"factor_{k}": v for k, v in factors.items()})
+
+    z = cached(cache_dir() / f"synthetic-v1-seed{seed}-{split}-{n}-{size}px.npz", make)
+    images, labels = z["images"], z["labels"]
+    factors = {k: z[f"factor_{k}"] for k in synthetic.FACTORS}
     return ImageSet(torch.from_numpy(images), torch.from_numpy(labels), list(synthetic.CLASSES),
                     "synthetic", split, {k: torch.from_numpy(v) for k, v in factors.items()})
 
