@@ -4,7 +4,7 @@ probed at the study's own data, trunk and evaluation settings (and its epochs, f
 They answer "is this number good?" beside every report, so they run once per set of those
 settings and are reused by every study that shares them: each is an MLflow run of the experiment
 ``sslray-baselines`` tagged with a key of its settings (``sslray.baseline_key``); a study finds a
-finished one by that key or runs it, with a trial's resources, before its trials start.
+finished one by that key or runs it, with a trial's resources, beside its trials.
 """
 
 from __future__ import annotations
@@ -51,16 +51,45 @@ def _run_baseline(cfg_dict: dict, key: str, uri: str) -> str:
     return result.run_id
 
 
-def ensure_baselines(study: Study, store, root: Path) -> tuple[dict[str, str], list[str]]:
-    """``({"random": run_id, "supervised": run_id}, problems)``: found by key in the store, or run
-    now as Ray tasks with a trial's resources; a baseline that fails is a problem, not the end of
-    the study."""
+class Baselines:
+    """A study's floor and ceiling: those found in the store, and those started as Ray tasks that
+    :meth:`collect` waits for. Started before the trials, they share the cluster with them, so on a
+    small machine the trials fill the CPUs a baseline leaves idle instead of waiting for both."""
+
+    def __init__(self, found: dict[str, str], refs: dict):
+        self.found, self.refs = found, refs
+
+    def collect(self, wait: bool = True) -> tuple[dict[str, str], list[str]]:
+        """``({"random": run_id, "supervised": run_id}, problems)``. ``wait=False`` (a sweep stopped
+        early): take the finished ones, cancel the rest; a baseline that fails is a problem, not the
+        end of the study."""
+        import ray
+
+        found, problems = dict(self.found), []
+        for method, ref in self.refs.items():
+            if not wait and not ray.wait([ref], timeout=0)[0]:
+                ray.cancel(ref, force=True)
+                problems.append(f"the {ROLES[method]} ({method}) did not finish: the sweep stopped first")
+                continue
+            try:
+                found[method] = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - the study goes on without that line
+                cause = getattr(e, "cause", None) or e
+                problems.append(f"the {ROLES[method]} ({method}) failed: {type(cause).__name__}: "
+                                f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}")
+        self.refs = {}
+        return found, problems
+
+
+def start_baselines(study: Study, store, root: Path) -> Baselines:
+    """Find the study's floor and ceiling by key in the store, or start them now as Ray tasks with a
+    trial's resources."""
     import ray
 
     from ..train.build import build_config
 
     exp = store.experiment(EXPERIMENT)
-    found, todo, problems = {}, {}, []
+    found, todo = {}, {}
     for method in ROLES:
         cfg = build_config(method, baseline_overrides(study, method, root))
         key = baseline_key(cfg)
@@ -70,6 +99,7 @@ def ensure_baselines(study: Study, store, root: Path) -> tuple[dict[str, str], l
             found[method] = have[0].info.run_id
         else:
             todo[method] = (cfg, key)
+    refs = {}
     if todo:
         b = study.budget
         one = b.workers_per_trial == 1  # more workers: the run starts its own Ray Train workers
@@ -78,11 +108,10 @@ def ensure_baselines(study: Study, store, root: Path) -> tuple[dict[str, str], l
         print(f"floor and ceiling: running {', '.join(todo)} at this study's data, trunk and evaluation "
               f"settings (once; reused by every study that shares them)", flush=True)
         refs = {m: task.remote(cfg.model_dump(), key, store.uri) for m, (cfg, key) in todo.items()}
-        for method, ref in refs.items():
-            try:
-                found[method] = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - the study goes on without that line
-                cause = getattr(e, "cause", None) or e
-                problems.append(f"the {ROLES[method]} ({method}) failed: {type(cause).__name__}: "
-                                f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}")
-    return found, problems
+    return Baselines(found, refs)
+
+
+def ensure_baselines(study: Study, store, root: Path) -> tuple[dict[str, str], list[str]]:
+    """``({"random": run_id, "supervised": run_id}, problems)``: found by key in the store, or run
+    now (:func:`start_baselines`, then waited for)."""
+    return start_baselines(study, store, root).collect()

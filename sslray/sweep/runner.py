@@ -288,13 +288,11 @@ def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage:
     store = Store(uri)
     parent_id = _parent_run(study, resume, store)
     root.mkdir(parents=True, exist_ok=True)
+    baselines = None
     if study.baselines:
-        from .baselines import ROLES, ensure_baselines
+        from .baselines import start_baselines
 
-        found, problems = ensure_baselines(study, store, root)
-        store.set_tags(parent_id, {baseline_run_tag(ROLES[m]): run_id for m, run_id in found.items()})
-        for p in problems:
-            print(f"warning: {p}; the report will show no {p.split()[1]}", flush=True)
+        baselines = start_baselines(study, store, root)  # they run beside the trials
     trainable = tune.with_parameters(trial_fn, study_json=study.model_dump_json(), parent_id=parent_id,
                                      uri=store.uri, root=str(root))
     trainable = tune.with_resources(trainable, trial_resources(b))
@@ -337,6 +335,8 @@ def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage:
         status = "FAILED"
         raise
     finally:
+        if baselines is not None:
+            _record_baselines(baselines, store, parent_id, wait=status == "FINISHED")
         done = results.num_terminated + results.num_errors if results is not None else 0
         if status == "FINISHED" and done < planned_trials(study):
             status = "KILLED"  # Tune caught a Ctrl-C and stopped early, without an error
@@ -345,6 +345,17 @@ def _sweep(study: Study, address: str | None, resume: bool, root: Path, storage:
         raise Interrupted(f"sweep of study {study.name} interrupted: {done} of {planned_trials(study)} trials ended, "
                           f"the rest never ran or were stopped (the study's MLflow run is marked KILLED)")
     return {"parent_run_id": parent_id, **summary, "errors": results.num_errors if results is not None else None}
+
+
+def _record_baselines(baselines, store: Store, parent_id: str, wait: bool) -> None:
+    """Tag the study's run with its floor and ceiling (waiting for those still running unless the
+    sweep stopped early); one warning line for each that is missing."""
+    from .baselines import ROLES
+
+    found, problems = baselines.collect(wait=wait)
+    store.set_tags(parent_id, {baseline_run_tag(ROLES[m]): run_id for m, run_id in found.items()})
+    for p in problems:
+        print(f"warning: {p}; the report will show no {p.split()[1]}", flush=True)
 
 
 def planned_trials(study: Study) -> int:
