@@ -268,8 +268,11 @@ CASES = [
                         "params: {optim.lr: {grid: [0.1, 0.2]}}\n"),
      ["sweep", "s.yaml"], "s.yaml: data root not found: nowhere"),
     ("r2-10 a study with nothing to compare",
-     lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\n"),
-     ["sweep", "s.yaml"], "params is empty and one method is named"),
+     lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\nbaselines: false\n"),
+     ["sweep", "s.yaml"], "params is empty, one method is named and baselines are off"),
+    ("r2-10b one configuration under a searcher that would repeat it",
+     lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\nsearch: tpe\n"),
+     ["sweep", "s.yaml"], "the study has one configuration, which search: tpe would try again and again"),
     # ---- train: resume
     ("nothing to resume", None, ["train", "--method", "rotation", "--resume"], "cannot resume"),
     ("resume a truncated checkpoint", lambda r: _run_folder(r, checkpoint=b"PK\x03\x04 truncated"),

@@ -100,3 +100,15 @@ def test_relative_paths_of_a_study_are_anchored_where_it_is_launched(tmp_path, m
     assert _anchored("runs/trials") == str(tmp_path / "runs" / "trials")
     assert _anchored("latest:supervised?label_noise=0.5") == "latest:supervised?label_noise=0.5"
     assert _anchored("nowhere/else") == "nowhere/else" and _anchored(0.5) == 0.5
+
+
+def test_one_configuration_with_its_floor_and_ceiling_is_a_study(tmp_path):
+    """One method, nothing swept: with baselines on, the study still asks whether the configuration is
+    above the untrained trunk (the quickstart's question); it runs once per seed."""
+    from sslray.sweep.runner import planned_trials
+
+    path = _write(tmp_path / "one.yaml", {"name": "one", "question": "q", "methods": ["shuffle_learn"],
+                                          "params": {}, "search": "grid", "budget": {"seeds": 3},
+                                          "data": {"name": "synthetic_video"}})
+    study = load_study(str(path))
+    assert study.baselines and grid_points(study) == [{"method": "shuffle_learn"}] and planned_trials(study) == 3

@@ -240,8 +240,16 @@ def load_study(ref: str, overrides: dict[str, Any] | None = None) -> Study:
     except ValidationError as e:
         raise UserError(f"{path}: {validation_message(e)}") from None
     if not study.space.params and len(study.methods) == 1:
-        raise UserError(f"{path}: params is empty and one method is named: the study has nothing to compare "
-                        f"(sweep a setting, or name several methods)")
+        # one configuration: with its floor and ceiling it still asks a question (is it above the
+        # untrained trunk, and at which layer?); without them it has nothing to compare
+        if not study.baselines:
+            raise UserError(f"{path}: params is empty, one method is named and baselines are off: the study has "
+                            f"nothing to compare (sweep a setting, name several methods, or set baselines: true "
+                            f"to compare it with the untrained and the supervised trunk)")
+        if study.search != "grid":
+            raise UserError(f"{path}: params is empty and one method is named: the study has one configuration, "
+                            f"which search: {study.search} would try again and again; write search: grid "
+                            f"(budget.seeds repeats it with other seeds)")
     _anchor_paths(study)
     validate_trials(study, path)
     return study
