@@ -153,6 +153,11 @@ CASES = [
      "supervised trains on labels: data.labels=false gives it none"),
     ("bad flag value", None, ["train", "--method", "rotation", "--epochs", "two"], "invalid int value"),
     ("ambiguous bare key", None, ["train", "--method", "multitask", "--set", "seed=1"], "ambiguous key 'seed'"),
+    ("the method set as a key (the settings were read for the other)", None,
+     ["train", "--method", "shuffle_learn", "--set", "method=tracking"], "method: the method is chosen by name"),
+    ("a study's config naming a method", lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation, jigsaw]\n"
+                                                              "params: {}\nconfig: {run.method: pirl}\n"),
+     ["sweep", "s.yaml"], "run.method: the method is chosen by name"),
     ("no method", None, ["train"], "--method is required"),
     ("#12 image size out of range", None, ["train", "--method", "rotation", "--set", "data.image_size=100000"],
      "must be at most 4096 pixels"),

@@ -40,6 +40,9 @@ def build_config(method: str, overrides: dict[str, Any] | None = None, base: dic
     run_fields = RunConfig.model_fields
     for key, value in (overrides or {}).items():
         head, _, rest = key.partition(".")
+        if key in ("method", "run.method"):  # the settings were read for ``method``: a new name would
+            raise UserError(f"{key}: the method is chosen by name, not set (sslray train --method NAME; "
+                            f"a study's methods: [...]); got {value!r}")
         if head in ("method", "settings") and rest:
             settings[rest] = value
         elif head == "run" and rest:
