@@ -158,10 +158,15 @@ def test_gpu_refuses_without_a_gpu_and_runs_as_a_smoke_test_with_cpu(tmp_path, c
 def test_gpu_times_the_loop_of_any_method_eager_or_compiled_and_keeps_the_ceiling_to_its_two(tmp_path, capsys):
     small = ["--cpu", "--images", "24", "--size", "32", "--batch", "4", "--steps", "2", "--warmup", "1",
              "--arch", "resnet18", "--width", "0.125", "--cpus", "1", "--backend", "aot_eager", "--parts", "memory"]
-    f = _bench("gpu", tmp_path, capsys, *small, "--methods", "moco,jigsaw", "--no-compile")
+    path = tmp_path / "memory.json"
+    assert main(["bench", "gpu", "--json", str(path), *small, "--methods", "moco,jigsaw", "--no-compile"]) == 0
+    f = json.loads(path.read_text())
     assert [(r["part"], r["method"], r["mode"]) for r in f["rows"]] == [("memory", "moco", "eager"),
                                                                           ("memory", "jigsaw", "eager")]
     assert all(r["img_per_s"] > 0 and r["compile_s"] is None for r in f["rows"])
+    # no streamed row: the data-wait headline says so instead of "0.000: met"
+    assert "RATIO gpu = - (target <= 0.05: not measured)" in capsys.readouterr().out
+    assert f["ratio"] is None and f["met"] is False
     assert main(["bench", "gpu", *small[:-2], "--parts", "ceiling", "--methods", "moco"]) == 2
     assert "the ceiling part takes simclr and rotation" in capsys.readouterr().err
     assert main(["bench", "gpu", *small, "--methods", "simclr,nope"]) == 2

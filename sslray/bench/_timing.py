@@ -70,6 +70,8 @@ def interleaved(reps: int, *jobs):
 
 
 def headline(name: str, value: float, target: float) -> str:
+    if not math.isfinite(value):  # nothing this headline is about was timed (say, no streamed row)
+        return f"RATIO {name} = - (target <= {target:g}: not measured)"
     met = "met" if value <= target else "not met"
     return f"RATIO {name} = {value:.3f} (target <= {target:g}: {met})"
 
