@@ -275,7 +275,7 @@ CASES = [
     ("r2-10 a study with nothing to compare",
      lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\nbaselines: false\n"),
      ["sweep", "s.yaml"], "params is empty, one method is named and baselines are off"),
-    ("r2-10b one configuration under a searcher that would repeat it",
+    ("one configuration under a searcher that would repeat it",
      lambda r: _study(r, "name: s\nquestion: q\nmethods: [rotation]\nparams: {}\nsearch: tpe\n"),
      ["sweep", "s.yaml"], "the study has one configuration, which search: tpe would try again and again"),
     # ---- train: resume

@@ -131,4 +131,4 @@ def test_processes_wanting_the_same_missing_cache_file_make_it_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert len(list(marks.iterdir())) == 1
     assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2, 3, 4]
-    assert not list(tmp_path.glob(".*.tmp.npz"))  # no half-written file left behind
+    assert not list(tmp_path.glob(".*"))  # no half-written file or lock left behind

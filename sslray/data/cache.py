@@ -35,9 +35,12 @@ def cached(path: Path, make: Callable[[], Mapping[str, np.ndarray]]) -> Mapping[
     """The arrays of the cache file ``path``: read when it is there, else made by ``make()`` and saved.
     One process makes a file while every other that wants it waits on a lock beside it, then reads it:
     on a fresh machine a study's first runs, starting together, generate its data once, not once each
-    (the lock is the kernel's, so it goes with a process that dies)."""
+    (the lock is the kernel's, so it goes with a process that dies). The lock file is removed once
+    done, also when ``make`` fails, so a refused input leaves nothing behind; a process that
+    arrives just then may make the file a second time, never a broken one (writes are atomic)."""
     if not path.exists():
-        with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        lock_path = path.with_name(f".{path.name}.lock")
+        with open(lock_path, "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if not path.exists():
@@ -45,6 +48,7 @@ def cached(path: Path, make: Callable[[], Mapping[str, np.ndarray]]) -> Mapping[
                     save_npz(path, **arrays)
                     return arrays
             finally:
+                lock_path.unlink(missing_ok=True)
                 fcntl.flock(lock, fcntl.LOCK_UN)
     return np.load(path)
 
