@@ -253,6 +253,10 @@ class EvalConfig(Strict):
     collapse_std: float = Field(0.1, ge=0, le=1, description="collapsed when train/embed_std x sqrt(embedding dim) "
                                                              "falls below this (1 = spread over the sphere, 0 = one "
                                                              "point)")
+    collapse_scale: float = Field(0.1, ge=0, le=1, description="collapsed when train/embed_scale (a method whose "
+                                                               "loss asks its embedding for a spread, VICReg: the "
+                                                               "raw per-dimension std over that spread) falls below "
+                                                               "this")
     stop_on_collapse: bool = Field(False, description="end a collapsed run (exit 1) instead of only saying so")
     seed: Seed = Field(0, description="seed of the evaluation (probe heads' initialisation and batch order, kNN and "
                                       "invariance subsets), kept apart from run.seed: runs with different run.seed "

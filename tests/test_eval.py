@@ -170,6 +170,11 @@ def test_health_tells_a_spread_representation_from_a_collapsed_one():
     assert "std of the normalised 128-d embeddings 0.0050 x sqrt(128) = 0.057 < eval.collapse_std=0.1" in collapse(
         {**h, "train/embed_std": 0.005}, 128, 1.5, 0.1)
     assert collapse({**h, "train/embed_std": 0.5 / math.sqrt(128)}, 128, 1.5, 0.1) is None
+    # a shrinking embedding (VICReg without its variance term): its raw spread, as a share of the one
+    # the loss asks for, below eval.collapse_scale; the directions may stay spread
+    shrunk = collapse({**h, "train/embed_std": 0.5 / math.sqrt(128), "train/embed_scale": 0.035}, 128, 1.5, 0.1, 0.1)
+    assert shrunk.startswith("raw embedding std 0.035 of the spread its loss asks for < eval.collapse_scale=0.1")
+    assert collapse({**h, "train/embed_scale": 0.24}, 128, 1.5, 0.1, 0.1) is None  # VICReg as trained here
 
 
 # ---- protocols beyond frozen features: fine-tuning and low-shot (issue 15) -----------------------

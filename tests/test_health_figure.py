@@ -40,7 +40,10 @@ def test_the_figure_is_drawn_and_none_without_health_measures(tmp_path):
 def test_the_report_says_which_configurations_collapsed_in_how_many_seeds_and_when():
     rows = ROWS + [{"run": "b1", "method": "simsiam-nosg",
                     "tags": {COLLAPSED_TAG: f"epoch 1: {collapse({'train/embed_std': 0.003}, 256, 1.5, 0.1)}"}},
-                   {"run": "b2", "method": "simsiam-nosg", "tags": {}}]
+                   {"run": "b2", "method": "simsiam-nosg", "tags": {}},
+                   {"run": "c1", "method": "vicreg-novar",
+                    "tags": {COLLAPSED_TAG: f"epoch 2: {collapse({'train/embed_scale': 0.05}, 256, 1.5, 0.1, 0.1)}"}}]
     assert collapse_lines(rows, lambda r: r["method"]) == [
-        "collapsed: simsiam-nosg: 2 of 3 seeds, epoch 1, 2 (embedding std and rank)"]
+        "collapsed: simsiam-nosg: 2 of 3 seeds, epoch 1, 2 (embedding std and rank)",
+        "collapsed: vicreg-novar: 1 of 1 seeds, epoch 2 (embedding scale)"]
     assert collapse_lines(ROWS[:2], lambda r: r["method"]) == []

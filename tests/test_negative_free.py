@@ -245,3 +245,5 @@ def test_one_epoch_of_each_through_the_cli_logs_the_health_metrics(name, mlflow_
     assert runs[0].data.params["method"] == name
     assert math.isfinite(m["train/loss"]) and math.isfinite(m["train/embed_std"]) and m["train/embed_std"] > 0
     assert m["health/rank"] > 1 and m["health/std"] > 0  # one epoch: not collapsed
+    if name == "vicreg":  # the raw spread against the variance term's gamma = 1, far from shrunk after one epoch
+        assert 0.1 < m["train/embed_scale"] < 10

@@ -23,6 +23,7 @@ from .distributed import gather, gather_with_grad
 BN_EPS = 1e-5
 #: VICReg's epsilon under the square root of the variance (Bardes et al. 2022, eq. 1)
 VICREG_EPS = 1e-4
+VICREG_GAMMA = 1.0  # the per-dimension std VICReg's variance term asks for (the paper's gamma)
 
 
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -54,7 +55,7 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3) -
     return (1 - c.diagonal()).pow(2).sum() + lambd * _off_diagonal(c).pow(2).sum()
 
 
-def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0) -> dict[str, torch.Tensor]:
+def vicreg_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = VICREG_GAMMA) -> dict[str, torch.Tensor]:
     """VICReg's three terms (Bardes et al. 2022, eqs. 1-5), unweighted:
 
     - ``invariance``: mean squared distance ``mean_{b,d} (z1 - z2)^2`` (the local batch's mean);

@@ -12,8 +12,12 @@ On the pooled res5 features of a fixed training subset and of a fixed augmented 
 - ``health/uniformity``: log E exp(-2 ||f(x) - f(y)||^2) over pairs of images (Wang & Isola 2020;
   0 when all coincide, more negative = more uniform).
 
-A run *collapses* when ``health/rank`` falls below ``eval.collapse_rank`` or, for a method with an
-embedding, ``train/embed_std`` x sqrt(D) below ``eval.collapse_std``.
+A run *collapses* when ``health/rank`` falls below ``eval.collapse_rank``; for a method with an
+embedding, when ``train/embed_std`` x sqrt(D) falls below ``eval.collapse_std``; and for a method
+whose loss asks its embedding for a spread (VICReg's variance term: a std of gamma per dimension),
+when ``train/embed_scale``, the raw embedding's mean per-dimension std as a share of that spread,
+falls below ``eval.collapse_scale``. The last sees a cloud that shrinks toward one point (VICReg
+without its variance term): its normalised directions stay spread, so ``embed_std`` cannot.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..tracking.tags import COLLAPSE_RANK_REASON
+from ..tracking.tags import COLLAPSE_RANK_REASON, COLLAPSE_SCALE_REASON
 
 
 class Collapsed(FloatingPointError):
@@ -56,11 +60,16 @@ def representation_health(f: torch.Tensor, f_aug: torch.Tensor) -> dict[str, flo
             "health/uniformity": float(torch.logsumexp(-2 * sq[off], 0) - math.log(int(off.sum())))}
 
 
-def collapse(metrics: dict[str, float], embed_dim: int | None, min_rank: float, min_std: float) -> str | None:
+def collapse(metrics: dict[str, float], embed_dim: int | None, min_rank: float, min_std: float,
+             min_scale: float = 0.0) -> str | None:
     """A one-line reason when the epoch's ``metrics`` show a collapse, else None."""
     rank = metrics.get("health/rank")
     if rank is not None and rank < min_rank:
         return f"{COLLAPSE_RANK_REASON} {rank:.2f} < eval.collapse_rank={min_rank:g}"
+    scale = metrics.get("train/embed_scale")
+    if scale is not None and scale < min_scale:
+        return (f"{COLLAPSE_SCALE_REASON} {scale:.3f} of the spread its loss asks for < eval.collapse_scale="
+                f"{min_scale:g} (the embedding shrank toward one point)")
     std = metrics.get("train/embed_std")
     if std is not None and embed_dim and std * math.sqrt(embed_dim) < min_std:
         return (f"std of the normalised {embed_dim}-d embeddings {std:.4f} x sqrt({embed_dim}) = "

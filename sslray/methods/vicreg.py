@@ -15,7 +15,7 @@ from pydantic import Field
 
 from ..components.heads import mlp
 from ..components.losses import embedding_std
-from ..components.negative_free import vicreg_terms
+from ..components.negative_free import VICREG_GAMMA, vicreg_terms
 from ..config import MAX_DIM
 from ..errors import UserError
 from . import register
@@ -70,4 +70,7 @@ class VICReg(Method):
         t = vicreg_terms(z1, z2)
         loss = s.invariance * t["invariance"] + s.variance * t["variance"] + s.covariance * t["covariance"]
         loss = s.scale_loss * loss
-        return {"loss": loss, "embed_std": embedding_std(z1), **{k: v.detach() for k, v in t.items()}}
+        # the raw spread against the one the variance term asks for: the collapse rule's train/embed_scale
+        scale = z1.detach().float().std(0).mean() / VICREG_GAMMA
+        return {"loss": loss, "embed_std": embedding_std(z1), "embed_scale": scale,
+                **{k: v.detach() for k, v in t.items()}}

@@ -23,6 +23,7 @@ SOURCE_RUN_TAG = "sslray.source_run"  # ClusterFit, Distill, Pretrained: the fol
 COLLAPSED_TAG = "sslray.collapsed"  # "epoch <N>: <reason>": the epoch and rule of a representation collapse
 #: how a rank collapse's reason begins (:func:`sslray.eval.health.collapse` writes the reasons)
 COLLAPSE_RANK_REASON = "effective rank of pooled res5 features"
+COLLAPSE_SCALE_REASON = "raw embedding std"  # the reason eval.health.collapse gives for a shrinking embedding
 DATA_CORRUPT_TAG = "sslray.data.corrupt_first"  # the first unreadable training images a source replaced
 GROUP_TAG = "sslray.group"  # one configuration's runs over seeds
 SEEDS_TAG = "sslray.seeds"
@@ -51,9 +52,12 @@ def tag_is(tag: str, value: str) -> str:
 
 
 def collapse_of(tag: str) -> tuple[int, str] | None:
-    """``(epoch, rule)`` of a :data:`COLLAPSED_TAG` value, the rule ``rank`` or ``embedding std``;
-    None for no collapse."""
+    """``(epoch, rule)`` of a :data:`COLLAPSED_TAG` value, the rule ``rank``, ``embedding scale`` or
+    ``embedding std``; None for no collapse."""
     if not tag.startswith("epoch "):
         return None
     head, _, reason = tag.partition(":")
-    return int(head.split()[1]), "rank" if reason.strip().startswith(COLLAPSE_RANK_REASON) else "embedding std"
+    reason = reason.strip()
+    rule = ("rank" if reason.startswith(COLLAPSE_RANK_REASON) else
+            "embedding scale" if reason.startswith(COLLAPSE_SCALE_REASON) else "embedding std")
+    return int(head.split()[1]), rule

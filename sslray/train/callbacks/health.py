@@ -31,7 +31,8 @@ class CollapseRule(Callback):
         self.said, self.why = False, None
 
     def on_epoch(self, epoch, logs, state):
-        self.why = collapse(logs, self.embed_dim, self.cfg.collapse_rank, self.cfg.collapse_std)
+        c = self.cfg
+        self.why = collapse(logs, self.embed_dim, c.collapse_rank, c.collapse_std, c.collapse_scale)
         if self.why and not self.said:
             self.said = True
             print(f"collapse: {self.method} at epoch {epoch + 1}: {self.why}", flush=True)
