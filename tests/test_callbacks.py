@@ -62,3 +62,16 @@ def test_a_method_declares_its_embedding_size():
         dims[name] = build_method(cfg, data).embed_dim
     assert dims == {"simclr": 128, "moco": 128, "rotation": None}  # rotation reports no embedding spread
     assert discover()["simclr"].embed_dim is None  # declared by the built method, from its settings
+
+
+def test_the_epoch_line_shows_a_pretext_accuracy_only_where_the_method_has_one(capsys):
+    """BYOL, VICReg and the like have no pretext accuracy: their line said ``acc nan%``."""
+    from sslray.train.callbacks.report import EpochLine
+
+    line = EpochLine(3)
+    line.on_epoch(0, {"train/loss": 0.5, "train/acc": 0.935, "train/img_per_s": 419.4}, None)
+    line.on_epoch(1, {"train/loss": 0.0053, "train/img_per_s": 419.0}, None)
+    line.on_epoch(2, {"train/loss": 0.0039, "train/acc": float("nan"), "train/img_per_s": 420.0}, None)
+    assert capsys.readouterr().out.splitlines() == ["epoch 1/3  loss 0.5000  acc 93.5%  419 img/s",
+                                                    "epoch 2/3  loss 0.0053  419 img/s",
+                                                    "epoch 3/3  loss 0.0039  420 img/s"]

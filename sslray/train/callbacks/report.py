@@ -16,11 +16,18 @@ class ReporterCallback(Callback):
 
 
 class EpochLine(Callback):
-    """One console line per epoch: loss, pretext accuracy and throughput."""
+    """One console line per epoch: loss, pretext accuracy (for a method that has one; BYOL, VICReg
+    and the like have none, and their line says nothing of it) and throughput."""
 
     def __init__(self, epochs: int):
         self.epochs = epochs
 
     def on_epoch(self, epoch, logs, state):
-        print(f"epoch {epoch + 1}/{self.epochs}  loss {logs['train/loss']:.4f}  "
-              f"acc {100 * logs.get('train/acc', float('nan')):.1f}%  {logs['train/img_per_s']:.0f} img/s", flush=True)
+        print(f"epoch {epoch + 1}/{self.epochs}  loss {logs['train/loss']:.4f}  " + epoch_acc(logs)
+              + f"{logs['train/img_per_s']:.0f} img/s", flush=True)
+
+
+def epoch_acc(logs: dict) -> str:
+    """``"acc 93.5%  "``, or nothing for a method without a pretext accuracy (never ``acc nan%``)."""
+    acc = logs.get("train/acc")
+    return "" if acc is None or acc != acc else f"acc {100 * acc:.1f}%  "
