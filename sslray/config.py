@@ -301,6 +301,9 @@ class TrainConfig(Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         "default", description="torch.compile mode (default: no CUDA graphs, no autotuning; the others trade "
                                "compile time for speed)")
+    clip_grad: float | None = Field(None, gt=0, json_schema_extra=unbounded(
+        "a norm larger than any gradient only never clips"), description="clip the gradient's global norm to this "
+        "before each optimiser step (DINO's recipe: 3.0); None: no clipping")
 
 
 class DebugConfig(Strict):

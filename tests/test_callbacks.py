@@ -75,3 +75,28 @@ def test_the_epoch_line_shows_a_pretext_accuracy_only_where_the_method_has_one(c
     assert capsys.readouterr().out.splitlines() == ["epoch 1/3  loss 0.5000  acc 93.5%  419 img/s",
                                                     "epoch 2/3  loss 0.0053  419 img/s",
                                                     "epoch 3/3  loss 0.0039  420 img/s"]
+
+
+class GradNorm(Callback):
+    """The global norm of the gradients the optimiser just stepped with (they stay until the next step)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_step(self, epoch, step, idx, loss, model):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+
+def test_train_clip_grad_clips_the_global_norm_of_every_step():
+    data = MemorySource(_images())
+    norms = {}
+    for clip in (None, 0.01):
+        cfg = build_config("rotation", {"trunk.width": 0.125, "optim.batch_size": 16, "epochs": 1,
+                                        "data.image_size": 16, "train.clip_grad": clip})
+        heard = GradNorm()
+        fit(cfg, build_method(cfg, data), data, progress=False, callbacks=[heard])
+        norms[clip] = heard.norms
+    assert len(norms[None]) == len(norms[0.01]) == 3
+    assert min(norms[None]) > 0.05  # unclipped, the toy step's gradients are far larger than the clip
+    assert max(norms[0.01]) <= 0.01 * (1 + 1e-4)

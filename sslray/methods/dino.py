@@ -7,8 +7,8 @@ sharpened (a low temperature, warmed up), which together keep it from collapsing
 Departures, for 32-px images and short runs: teacher momentum 0.99 (the paper: 0.996) rising to 1
 on a cosine; ``out_dim`` 4,096 (the paper: 65,536); local crops of 3/7 of the image side (the
 paper's 96 of 224 px), 14 px at 32; the teacher temperature warms up from 0.04 to 0.07 over
-the first 30 % of the run (the paper: 30 of 100 epochs). Not done: freezing the last layer in the
-first epoch and gradient clipping (the loop has none)."""
+the first 30 % of the run (the paper: 30 of 100 epochs). Gradient clipping (the paper: 3.0) is the
+loop's ``train.clip_grad``, off by default. Not done: freezing the last layer in the first epoch."""
 
 from __future__ import annotations
 

@@ -124,6 +124,8 @@ def fit(cfg: RunConfig, method: torch.nn.Module, source: Source, *,
             else:
                 out = _forward_backward(step_model, xs, batch.labels, batch.index, extra, amp, ctx,
                                         poison=cfg.debug.nan_at == [epoch, step])
+            if cfg.train.clip_grad:  # on the reduced gradients (DDP's), so every rank clips alike; no host sync
+                torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.train.clip_grad)
             opt.step()
             sched.step()
             core.after_step()
