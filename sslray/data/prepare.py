@@ -129,8 +129,11 @@ def prepare(cfg, out: str, short_side: int = 256, shard_rows: int = 1000, qualit
                             f"{s['unreadable'][0]}): nothing was written")
         (target / "meta.json").write_text(json.dumps(summary, indent=1))  # written last: the shards are whole
     except KeyboardInterrupt:
-        for ref in pending:  # stop the shards still being written before their files are removed
-            ray.cancel(ref, force=True)
+        # stop the shards still being written before their files are removed: not force=True, which
+        # kills the worker and races its reply (Ray 2.60 then aborts the driver: "Tried to complete
+        # task that was not pending"); without it a running shard is interrupted in Python
+        for ref in pending:
+            ray.cancel(ref)
         for ref in pending:
             try:
                 ray.get(ref, timeout=30)
