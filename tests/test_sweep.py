@@ -453,3 +453,34 @@ def test_a_multi_worker_trial_asks_tune_for_a_driver_not_for_nothing():
     many = trial_resources(Budget(workers_per_trial=2, cpus_per_trial=2, gpus_per_trial=1))
     assert many == {"CPU": DRIVER_CPU} and 0 < DRIVER_CPU < 1
     tune.with_resources(lambda config: None, many)  # raised ValueError with {"CPU": 0}
+
+
+def test_baselines_started_beside_the_trials_are_collected_or_cancelled_with_one_line_each():
+    """The floor and ceiling run as Ray tasks beside the trials: collected when the sweep ends, or,
+    when it stopped early, cancelled if unfinished; a failed or unfinished one is a line, not an error."""
+    import time
+
+    import ray
+
+    from sslray.sweep.baselines import Baselines
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def finishes(run_id, seconds=0.0):
+        time.sleep(seconds)
+        return run_id
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def fails():
+        raise RuntimeError("out of memory\nin the probe")
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False)  # never a stale `ray start` cluster
+    try:
+        done = Baselines({"random": "r0"}, {"supervised": finishes.remote("s1")})
+        assert done.collect() == ({"random": "r0", "supervised": "s1"}, [])
+        broken = Baselines({}, {"random": finishes.remote("r1"), "supervised": fails.remote()})
+        assert broken.collect() == ({"random": "r1"}, ["the ceiling (supervised) failed: RuntimeError: in the probe"])
+        stopped = Baselines({"random": "r0"}, {"supervised": finishes.remote("s1", 60)})
+        assert stopped.collect(wait=False) == (
+            {"random": "r0"}, ["the ceiling (supervised) did not finish: the sweep stopped first"])
+    finally:
+        ray.shutdown()

@@ -271,7 +271,9 @@ def _profile(args, name: str, device, steps: int = 3, top: int = 20) -> str:
 
 def report(rows: list[dict], settings: dict, json_path: str | None) -> dict:
     """The table of the rows, the ratio streamed / compiled ceiling and the data-wait share."""
-    notes, worst = [], float("nan")  # the worst streamed row's data wait; nan: no streamed row
+    notes = []
+    # the worst streamed row's data wait; nan (the headline's "not measured") when none was streamed
+    worst = max((r["data_wait"] for r in rows if r["part"] == "stream"), default=float("nan"))
     for name in dict.fromkeys(r["method"] for r in rows):
         ceiling = next((r["img_per_s"] for r in rows if r["method"] == name and r["part"] == "ceiling"
                         and r.get("mode") == "compiled"), None)
@@ -279,7 +281,6 @@ def report(rows: list[dict], settings: dict, json_path: str | None) -> dict:
             if r["method"] == name and r["part"] in ("memory", "stream") and ceiling:
                 r["vs_ceiling"] = r["img_per_s"] / ceiling
         for r in (r for r in rows if r["method"] == name and r["part"] == "stream"):
-            worst = r["data_wait"] if worst != worst else max(worst, r["data_wait"])
             if "vs_ceiling" in r:
                 met = "met" if r["vs_ceiling"] >= RATIO_TARGET and r["data_wait"] <= TARGET else "not met"
                 notes.append(f"{name} streamed (decode={r['decode']}) / compiled ceiling = {r['vs_ceiling']:.2f}, "

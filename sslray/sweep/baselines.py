@@ -68,7 +68,7 @@ class Baselines:
         found, problems = dict(self.found), []
         for method, ref in self.refs.items():
             if not wait and not ray.wait([ref], timeout=0)[0]:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref)  # not force=True: it races the task's reply (see data.prepare)
                 problems.append(f"the {ROLES[method]} ({method}) did not finish: the sweep stopped first")
                 continue
             try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from . import Callback
 
 
@@ -30,4 +32,4 @@ class EpochLine(Callback):
 def epoch_acc(logs: dict) -> str:
     """``"acc 93.5%  "``, or nothing for a method without a pretext accuracy (never ``acc nan%``)."""
     acc = logs.get("train/acc")
-    return "" if acc is None or acc != acc else f"acc {100 * acc:.1f}%  "
+    return "" if acc is None or math.isnan(acc) else f"acc {100 * acc:.1f}%  "
